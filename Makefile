@@ -1,0 +1,36 @@
+# seg_ros developer entry points. `make demo` and `make test` work on a fresh clone:
+# they create .venv and install every pinned dependency first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seg_ros_installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup test lint typecheck pytest demo clean
+
+setup: $(STAMP)
+
+# Re-runs only when the requirements or the package metadata change.
+$(STAMP): requirements.txt setup.py setup.cfg
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt 2>&1 | grep -v 'is ignored: it is neither a file nor a directory' || true
+	$(BIN)/python -c 'import torch, onnxruntime, rclpy, rosbags, cv2' # fail here if an install failed
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check seg_ros test launch benchmarks setup.py
+
+typecheck: setup
+	$(BIN)/python -m seg_ros.runtime.typecheck
+
+pytest: setup
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+demo: setup
+	$(BIN)/seg-ros demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo_out .pytest_cache

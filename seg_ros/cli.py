@@ -1,0 +1,101 @@
+"""`seg-ros` command line: one subcommand per offline tool.
+
+Each subcommand lives in the room that owns it. A command module exposes
+``COMMANDS = {name: (add_arguments, run)}`` where ``add_arguments(parser)`` declares the
+options and ``run(args) -> int`` does the work. Modules are imported only when their command
+runs, so ``seg-ros --help`` stays fast (no torch import).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from seg_ros import __version__
+from seg_ros.errors import SegRosError
+
+# name -> (one-line help, module that implements it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    'models': ('list registered models with params, GMACs and field of view',
+               'seg_ros.models.commands'),
+    'fov': ('field of view per layer and dilation-gap check of a model',
+            'seg_ros.models.commands'),
+    'convert-official': ('convert an official RegSeg / SFNet-Lite checkpoint',
+                         'seg_ros.models.commands'),
+    'export': ('export a model or checkpoint to ONNX (uint8 in, class ids out)',
+               'seg_ros.runtime.commands'),
+    'build-engine': ('build a TensorRT engine from ONNX (fp32/fp16/int8, cached)',
+                     'seg_ros.runtime.commands'),
+    'bench': ('benchmark the segmentation pipeline on a backend', 'seg_ros.runtime.commands'),
+    'predict': ('segment image files and write masks, colours and overlays',
+                'seg_ros.runtime.commands'),
+    'synth': ('generate a synthetic driving-scene dataset', 'seg_ros.data.commands'),
+    'train': ('train a model from a YAML config (torchrun for many GPUs)',
+              'seg_ros.train.commands'),
+    'eval': ('evaluate a checkpoint or model file: mIoU, per-class IoU, plots',
+             'seg_ros.eval.commands'),
+    'make-bag': ('write a rosbag2 from images, a dataset split or the synthetic generator',
+                 'seg_ros.bag.commands'),
+    'eval-bag': ('score a model on a rosbag, offline or live through the node',
+                 'seg_ros.bag.commands'),
+    'search': ('architecture search: RegSeg dilation DNAS or RTSeg latency-aware search',
+               'seg_ros.search.commands'),
+    'latency-profile': ('measure block latencies on a backend for the RTSeg latency model',
+                        'seg_ros.search.commands'),
+    'demo': ('end-to-end demo: synthetic drive bag -> live node -> report in demo_out/',
+             'seg_ros.demo'),
+}
+
+
+def _debug() -> bool:
+    return os.environ.get('SEG_ROS_DEBUG', '') not in ('', '0')
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only ``command``'s module is imported to declare its options."""
+    parser = argparse.ArgumentParser(
+        prog='seg-ros',
+        description='Real-time semantic segmentation for ROS 2: models, runtime, training, '
+                    'evaluation and rosbag tools.',
+        epilog='Set SEG_ROS_DEBUG=1 to see full tracebacks.')
+    parser.add_argument('--version', action='version', version=f'seg-ros {__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (help_text, module_name) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            add_arguments, run = importlib.import_module(module_name).COMMANDS[name]
+            add_arguments(p)
+            p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``seg-ros``; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith('-')), None)
+    if command is not None and command not in COMMANDS:
+        command = None
+    try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print('seg-ros: interrupted', file=sys.stderr)
+        return 130
+    except (SegRosError, OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        if _debug():
+            raise
+        name = f' {command}' if command else ''
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, SegRosError):
+            detail = f'{type(exc).__name__}: {detail}'
+        print(f'seg-ros{name}: error: {detail}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

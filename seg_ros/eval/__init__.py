@@ -1,0 +1,1 @@
+"""Evaluation: the one confusion-matrix implementation, mIoU, and the eval command."""

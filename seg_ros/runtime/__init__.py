@@ -1,0 +1,1 @@
+"""Inference runtime: one segmentation pipeline over TensorRT, ONNX Runtime and PyTorch."""

@@ -1,0 +1,1 @@
+"""seg_ros.search."""

@@ -1,0 +1,150 @@
+"""Shared core: metadata, checkpoints, the confusion matrix and image-message decoding."""
+from __future__ import annotations
+
+from pathlib import Path
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seg_ros.encodings import (
+    ImageDecodeError,
+    array_to_image_fields,
+    compressed_to_rgb,
+    encode_compressed,
+    image_to_rgb,
+)
+from seg_ros.errors import SegRosError
+from seg_ros.eval.metrics import ConfusionMatrix, confusion_matrix, iou_per_class, mean_iou
+from seg_ros.metadata import CITYSCAPES_CLASSES, ModelMeta, load_palette
+from seg_ros.models.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from seg_ros.runtime.normalize import Normalize
+
+
+def test_meta_json_round_trip_and_validation():
+    meta = ModelMeta(model='regseg48', input_size=[256, 512], arch={'dilations': [[1], [1, 2]]})
+    assert ModelMeta.from_json(meta.to_json()) == meta
+    assert ModelMeta.for_dataset('x', 'camvid').num_classes == 11
+    with pytest.raises(SegRosError):
+        ModelMeta(model='x', num_classes=3)  # 19 default names for 3 classes
+    with pytest.raises(SegRosError):
+        ModelMeta.from_json('{not json')
+
+
+def test_palette_yaml(tmp_path: Path):
+    f = tmp_path / 'p.yaml'
+    f.write_text('classes:\n  - {name: road, color: [1, 2, 3]}\n'
+                 '  - {name: car, color: [4, 5, 6]}\n')
+    names, colours = load_palette(str(f))
+    assert names == ['road', 'car'] and colours == [[1, 2, 3], [4, 5, 6]]
+    assert load_palette('cityscapes')[0] == list(CITYSCAPES_CLASSES)
+    with pytest.raises(SegRosError, match='colours'):
+        load_palette(str(f), num_classes=19)
+    f.write_text('classes:\n  - {name: road, color: [1, 2, 300]}\n')
+    with pytest.raises(SegRosError):
+        load_palette(str(f))
+
+
+def test_checkpoint_round_trip_and_atomicity(tmp_path: Path, monkeypatch):
+    path = tmp_path / 'ck.pt'
+    meta = ModelMeta(model='m')
+    save_checkpoint(path, {'module.w': torch.ones(2)}, meta, extra={'iteration': 3})
+    ck = load_checkpoint(path)
+    assert ck['meta'] == meta and ck['extra'] == {'iteration': 3}
+    assert torch.equal(ck['state_dict']['w'], torch.ones(2))  # DDP prefix stripped
+
+    def explode(obj, f):  # a crash in the middle of writing the new file
+        f.write(b'partial')
+        raise RuntimeError('disk full')
+
+    monkeypatch.setattr(torch, 'save', explode)
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({'x': 1}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)['extra'] == {'iteration': 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ck.pt']
+    (tmp_path / 'bad.pt').write_bytes(b'garbage')
+    with pytest.raises(SegRosError, match='not a readable checkpoint'):
+        load_checkpoint(tmp_path / 'bad.pt')
+
+
+def test_confusion_matrix_by_hand():
+    pred = np.array([[0, 1, 1], [2, 2, 0]])
+    gt = np.array([[0, 1, 2], [2, 255, 1]])
+    cm = confusion_matrix(pred, gt, 3)
+    expected = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1]])
+    np.testing.assert_array_equal(cm, expected)
+    # IoU: c0 1/(1+1+0)=.5, c1 1/(1+1+1)=1/3, c2 1/(1+0+1)=.5
+    np.testing.assert_allclose(iou_per_class(cm), [0.5, 1 / 3, 0.5])
+    # A class absent from both GT and prediction is excluded from the mean.
+    cm4 = confusion_matrix(pred, gt, 4)
+    assert np.isnan(iou_per_class(cm4)[3])
+    assert mean_iou(cm4) == pytest.approx((0.5 + 1 / 3 + 0.5) / 3)
+    acc = ConfusionMatrix(3)
+    acc.update(torch.tensor(pred), torch.tensor(gt))
+    acc.update(pred, gt)
+    np.testing.assert_array_equal(acc.matrix, 2 * expected)
+    with pytest.raises(ValueError, match='outside'):
+        confusion_matrix(np.array([5]), np.array([0]), 3)
+
+
+def _msg(arr: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False):
+    h, w = arr.shape[:2]
+    row = arr.reshape(h, -1).view(np.uint8) if arr.dtype != np.uint8 else arr.reshape(h, -1)
+    if bigendian:
+        row = arr.astype('>u2').reshape(h, -1).view(np.uint8)
+    data = np.concatenate([row, np.full((h, pad), 7, np.uint8)], axis=1)
+    return types.SimpleNamespace(height=h, width=w, encoding=encoding, step=data.shape[1],
+                                 is_bigendian=int(bigendian), data=data.tobytes())
+
+
+def test_image_decoding_encodings_and_padding():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(image_to_rgb(_msg(rgb, 'rgb8', pad=5)), rgb)
+    np.testing.assert_array_equal(image_to_rgb(_msg(rgb[..., ::-1].copy(), 'bgr8')), rgb)
+    rgba = np.concatenate([rgb, np.zeros((6, 8, 1), np.uint8)], axis=2)
+    np.testing.assert_array_equal(image_to_rgb(_msg(rgba, 'rgba8', pad=3)), rgb)
+    mono16 = rng.integers(0, 65536, (6, 8), dtype=np.uint16)
+    for big in (False, True):
+        out = image_to_rgb(_msg(mono16, 'mono16', pad=2, bigendian=big))
+        np.testing.assert_array_equal(out[..., 0], (mono16 >> 8).astype(np.uint8))
+    yuyv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)  # shape check only for the packed formats
+    packed = np.zeros((6, 8, 2), np.uint8)
+    packed[..., 0] = yuyv[..., 0]
+    assert image_to_rgb(_msg(packed, 'yuyv')).shape == (6, 8, 3)
+    bayer = rng.integers(0, 256, (6, 8), dtype=np.uint8)
+    assert image_to_rgb(_msg(bayer, 'bayer_rggb8', pad=1)).shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize('mutate, match', [
+    (lambda m: setattr(m, 'encoding', '32FC1'), 'unsupported encoding'),
+    (lambda m: setattr(m, 'step', 3), 'step'),
+    (lambda m: setattr(m, 'data', m.data[:10]), 'bytes'),
+    (lambda m: setattr(m, 'height', 0), 'empty'),
+])
+def test_bad_frames_are_rejected(mutate, match):
+    msg = _msg(np.zeros((4, 4, 3), np.uint8), 'rgb8')
+    mutate(msg)
+    with pytest.raises(ImageDecodeError, match=match):
+        image_to_rgb(msg)
+
+
+def test_compressed_and_fields_round_trip():
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[:, 8:] = (200, 30, 10)
+    np.testing.assert_array_equal(compressed_to_rgb(encode_compressed(rgb, 'png')), rgb)
+    with pytest.raises(ImageDecodeError, match='cannot decode'):
+        compressed_to_rgb(b'\xff\xd8 not a jpeg', 'jpeg')
+    fields = array_to_image_fields(rgb, 'rgb8')
+    np.testing.assert_array_equal(image_to_rgb(types.SimpleNamespace(**fields)), rgb)
+
+
+def test_normalize_matches_formula():
+    img = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = (img.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
+        / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(Normalize(mean, std)(img), expected)

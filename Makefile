@@ -11,10 +11,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 setup: $(STAMP)
 
 # Re-runs only when the requirements or the package metadata change.
-$(STAMP): requirements.txt setup.py setup.cfg
+$(STAMP): requirements.txt setup.py setup.cfg Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt 2>&1 | grep -v 'is ignored: it is neither a file nor a directory' || true
+	# pip's warnings about this machine's local index go to the log; failures still stop make.
+	$(BIN)/pip install -q -r requirements.txt 2>$(VENV)/pip.log || { cat $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c 'import torch, onnxruntime, rclpy, rosbags, cv2' # fail here if an install failed
+	# TensorRT type stubs for `make typecheck` (no deps: their dependency is TensorRT itself)
+	$(BIN)/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

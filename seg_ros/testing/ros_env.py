@@ -31,11 +31,12 @@ def ros_environment(domain_id: int | None = None,
     """Environment variables for an isolated local ROS 2 graph.
 
     Args:
-        domain_id: ROS_DOMAIN_ID to use; random in 1..100 when None.
+        domain_id: ROS_DOMAIN_ID to use; random in 1..101 when None (the range whose DDS
+            ports stay clear of Linux ephemeral ports).
         base: environment to extend (default: ``os.environ``).
     """
     env = dict(os.environ if base is None else base)
-    env['ROS_DOMAIN_ID'] = str(domain_id if domain_id is not None else random.randint(1, 100))
+    env['ROS_DOMAIN_ID'] = str(domain_id if domain_id is not None else random.randint(1, 101))
     env['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
     env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(fastdds_profile_path())
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # Jazzy+; Humble ignores it

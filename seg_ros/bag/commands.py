@@ -1,0 +1,162 @@
+"""``seg-ros make-bag`` and ``seg-ros eval-bag``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from seg_ros.errors import SegRosError
+
+
+def add_make_bag_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``seg-ros make-bag``."""
+    p.add_argument('src', nargs='?', type=Path,
+                   help='image folder (images/ + optional masks/, or a flat folder of images), '
+                        'or a dataset root with --dataset; omit with --synthetic')
+    p.add_argument('--out', required=True, type=Path, help='bag folder to create')
+    p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
+                   help='rosbag2 storage plugin (default: sqlite3)')
+    p.add_argument('--rate', type=float, default=10.0, metavar='HZ',
+                   help='camera rate: frame i is stamped start + i/HZ (default: 10)')
+    p.add_argument('--compressed', nargs='?', const='jpeg', choices=('jpeg', 'png'),
+                   help='write sensor_msgs/CompressedImage (jpeg if no format is given)')
+    p.add_argument('--jpeg-quality', type=int, default=90)
+    p.add_argument('--synthetic', type=int, metavar='N',
+                   help='N frames of the synthetic drive generator (with labels)')
+    p.add_argument('--size', default='256x512', metavar='HxW',
+                   help='synthetic frame size (default: 256x512)')
+    p.add_argument('--seed', type=int, default=0, help='synthetic drive seed')
+    p.add_argument('--dataset', choices=('cityscapes', 'camvid', 'folder'),
+                   help='read SRC as a dataset of this kind (labels go to --label-topic)')
+    p.add_argument('--split', default='val', help='dataset split (default: val)')
+    p.add_argument('--max-frames', type=int, help='stop after this many frames')
+    p.add_argument('--image-topic', help='default /camera/image_raw (+ /compressed)')
+    p.add_argument('--label-topic', default='/labels', help='mono8 label topic (default /labels)')
+    p.add_argument('--camera-info-topic', default='/camera/camera_info')
+    p.add_argument('--frame-id', default='camera')
+    p.add_argument('--hfov', type=float, default=90.0,
+                   help='horizontal field of view for the written CameraInfo (degrees)')
+
+
+def run_make_bag(args: argparse.Namespace) -> int:
+    """Write the bag and print a one-line summary."""
+    import itertools
+
+    from seg_ros.bag import make_bag as mb
+
+    camera_info = None
+    if args.synthetic is not None:
+        if args.src is not None or args.dataset:
+            raise SegRosError('--synthetic takes no SRC or --dataset')
+        size = mb.parse_size(args.size)
+        total, frames = mb.synthetic_frames(args.synthetic, size, args.seed)
+        camera_info = mb.synthetic_camera_info(size, args.seed)
+    elif args.src is None:
+        raise SegRosError('give SRC (an image folder or dataset root) or --synthetic N')
+    elif not args.src.exists():
+        raise SegRosError(f'{args.src}: no such folder')
+    elif args.dataset:
+        total, frames = mb.dataset_frames(args.dataset, args.src, args.split)
+    else:
+        total, frames = mb.folder_frames(args.src)
+    if args.max_frames is not None:
+        total = min(total, args.max_frames)
+        frames = itertools.islice(frames, args.max_frames)
+    res = mb.make_bag(args.out, frames, total=total, storage=args.storage, rate_hz=args.rate,
+                      compressed=args.compressed, image_topic=args.image_topic,
+                      label_topic=args.label_topic, camera_info_topic=args.camera_info_topic,
+                      frame_id=args.frame_id, jpeg_quality=args.jpeg_quality,
+                      hfov_deg=args.hfov, camera_info=camera_info)
+    labels = f', {res.labelled} labels on {res.label_topic}' if res.labelled else ''
+    print(f'wrote {res.path} ({res.storage}): {res.frames} frames on {res.image_topic}'
+          f'{labels}, camera_info on {res.camera_info_topic}')
+    return 0
+
+
+def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``seg-ros eval-bag``."""
+    p.add_argument('bag', type=Path, help='rosbag2 folder, or a .db3 / .mcap file')
+    p.add_argument('--model', required=True,
+                   help='.onnx / .engine / checkpoint .pt, or a registered model name')
+    p.add_argument('--weights', help='checkpoint for a registered model name')
+    p.add_argument('--backend', default='auto',
+                   help='auto, onnxruntime, torch or tensorrt (default: auto)')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default auto)')
+    p.add_argument('--input-size', metavar='HxW', help='network input size (default: model)')
+    p.add_argument('--image-topic', required=True, help='Image or CompressedImage topic')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--label-topic', help='mono8 label topic in the bag (matched by stamp)')
+    g.add_argument('--labels', type=Path, metavar='DIR', help='folder of label PNGs')
+    p.add_argument('--label-match', choices=('auto', 'timestamp', 'name'), default='auto',
+                   help='how label PNGs find their frame: file name = stamp '
+                        '(<ns>.png, <sec>.<nsec>.png), or = source file stem / frame index; '
+                        'auto: timestamp if every name is a stamp (default)')
+    p.add_argument('--label-tolerance-ms', type=float, default=1.0,
+                   help='largest |label stamp - image stamp| accepted (default: 1 ms)')
+    p.add_argument('--out', required=True, type=Path, help='report folder')
+    p.add_argument('--live', action='store_true',
+                   help='play the bag into the segmentation node (separate processes) and '
+                        'measure end-to-end latency, drops and rate')
+    p.add_argument('--rate', type=float, default=1.0,
+                   help='live playback speed factor (1.0 = recorded timing, like ros2 bag '
+                        'play --rate)')
+    p.add_argument('--write-bag', action='store_true',
+                   help='also write OUT/output_bag: input images + /segmentation_node/mask and '
+                        '/color (view in Foxglove or RViz)')
+    p.add_argument('--samples', type=int, default=6, help='frames in the overlay strip')
+    p.add_argument('--no-plots', action='store_true',
+                   help='write report.json and report.md only (no PNGs): for batch runs')
+    p.add_argument('--max-frames', type=int, help='evaluate only the first N frames')
+    p.add_argument('--threads', type=int,
+                   help='inference threads (offline: this process; live: the node)')
+    p.add_argument('--node-timeout', type=float, default=120.0,
+                   help='live: seconds to wait for the node to load and answer')
+
+
+def run_eval_bag(args: argparse.Namespace) -> int:
+    """Evaluate and print the headline figures."""
+    from seg_ros.bag.eval_bag import EvalConfig, run_eval
+    from seg_ros.bag.make_bag import parse_size
+
+    cfg = EvalConfig(
+        bag=args.bag, model=args.model, image_topic=args.image_topic, out_dir=args.out,
+        backend=args.backend, device=args.device, weights=args.weights,
+        input_size=parse_size(args.input_size) if args.input_size else None,
+        label_topic=args.label_topic, labels_dir=args.labels, label_match=args.label_match,
+        label_tolerance_ms=args.label_tolerance_ms, live=args.live, rate=args.rate,
+        write_bag=args.write_bag, samples=args.samples, plots=not args.no_plots,
+        max_frames=args.max_frames, threads=args.threads, node_timeout_s=args.node_timeout)
+    report = run_eval(cfg)
+    print(summary_line(report))
+    print(f'report: {args.out / "report.md"}')
+    return 0
+
+
+def summary_line(report: dict) -> str:
+    """One line with mIoU, latency and frame accounting."""
+    m = report.get('metrics') or {}
+    lat = report.get('latency_ms') or {}
+    fr = report.get('frames') or {}
+    parts = [f'{report["mode"]}:']
+    if m and m.get('miou') is not None:
+        parts.append(f'mIoU {m["miou"]:.4f}, pixel acc {m["pixel_accuracy"]:.4f} over '
+                     f'{fr.get("evaluated")} labelled frames')
+    elif m:
+        parts.append(f'no valid label pixels in {fr.get("evaluated")} labelled frames')
+    else:
+        parts.append('no labels')
+    if lat.get('n'):
+        parts.append(f'latency p50 {lat["p50"]:.1f} / p90 {lat["p90"]:.1f} / p99 '
+                     f'{lat["p99"]:.1f} ms')
+    if report['mode'] == 'live':
+        r = report.get('rate_hz') or {}
+        rate = f'{r["output"]:.1f} Hz' if r.get('output') else 'n/a'
+        parts.append(f'dropped {fr.get("dropped")}/{fr.get("published")}, output {rate}')
+    if fr.get('without_label'):
+        parts.append(f'{fr["without_label"]} frames without label')
+    return ', '.join(parts[:1]) + ' ' + ', '.join(parts[1:])
+
+
+COMMANDS = {
+    'make-bag': (add_make_bag_arguments, run_make_bag),
+    'eval-bag': (add_eval_bag_arguments, run_eval_bag),
+}

@@ -1,0 +1,155 @@
+"""int8 calibration frames from an image folder or a rosbag2, prepared like inference frames.
+
+TensorRT's entropy calibrator (in :mod:`seg_ros.runtime.trt_backend`) pulls batches from
+:class:`CalibrationData`. Frames go through the very same resize / letterbox path as at run
+time (:mod:`seg_ros.runtime.preprocess`), as uint8 NHWC RGB (the engine normalises inside), so
+the activation ranges TensorRT measures are those it will see on the robot. No TensorRT here.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+import hashlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from seg_ros.errors import SegRosError
+from seg_ros.runtime.preprocess import compute_geometry, pad_value, prepare
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
+BAG_SUFFIXES = ('.mcap', '.db3')
+
+
+def _is_bag(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix in BAG_SUFFIXES
+    return (path / 'metadata.yaml').is_file() or any(
+        p.suffix in BAG_SUFFIXES for p in path.glob('*'))
+
+
+def _evenly(n_total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)`` (all when fewer)."""
+    if n_total <= n:
+        return list(range(n_total))
+    return sorted({int(round(i * (n_total - 1) / (n - 1))) for i in range(n)}) if n > 1 else [0]
+
+
+class CalibrationData:
+    """Calibration frames from ``source`` at the network input size.
+
+    Args:
+        source: image folder (searched recursively) or rosbag2 (folder, ``.mcap``, ``.db3``).
+        input_size: (height, width) of the network input.
+        num_frames: frames to use, spread evenly over the source.
+        batch_size: frames per calibration batch.
+        topic: image topic of a bag (default: the only / first image topic).
+        resize_mode: ``stretch`` or ``letterbox``, as at run time.
+        mean: normalisation mean (letterbox padding colour).
+    """
+
+    def __init__(self, source: str | os.PathLike[str], input_size: tuple[int, int],
+                 num_frames: int = 256, batch_size: int = 8, topic: str | None = None,
+                 resize_mode: str = 'stretch',
+                 mean: tuple[float, float, float] = (0.485, 0.456, 0.406)) -> None:
+        self.source = Path(source)
+        if not self.source.exists():
+            raise SegRosError(f'calibration source not found: {self.source}')
+        if num_frames < 1 or batch_size < 1:
+            raise SegRosError('num_frames and batch_size must be >= 1')
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.num_frames = num_frames
+        self.batch_size = batch_size
+        self.topic = topic
+        self.resize_mode = resize_mode
+        self.fill = pad_value(mean)
+        self.is_bag = _is_bag(self.source)
+        if not self.is_bag:
+            if not self.source.is_dir():
+                raise SegRosError(f'{self.source}: calibration source must be an image folder '
+                                  f'or a rosbag2 (folder with metadata.yaml, .mcap or .db3)')
+            files = sorted(p for p in self.source.rglob('*') if p.suffix.lower()
+                           in IMAGE_SUFFIXES)
+            if not files:
+                raise SegRosError(f'{self.source}: no images ({", ".join(IMAGE_SUFFIXES)})')
+            self.files = [files[i] for i in _evenly(len(files), num_frames)]
+
+    def identity(self) -> str:
+        """Hash of what the calibration sees (source content, frame choice, size, mode).
+
+        Part of the int8 engine key and the calibration cache name: other frames, another size
+        or another resize mode mean another calibration.
+        """
+        digest = hashlib.sha256()
+        digest.update(f'{self.input_size}|{self.resize_mode}|{self.num_frames}|'
+                      f'{self.topic}'.encode())
+        if self.is_bag:
+            bag_files = [self.source] if self.source.is_file() else sorted(
+                p for p in self.source.iterdir() if p.is_file())
+            for p in bag_files:
+                st = p.stat()
+                digest.update(f'{p.name}|{st.st_size}|{int(st.st_mtime)}'.encode())
+        else:
+            for p in self.files:
+                st = p.stat()
+                digest.update(f'{p.relative_to(self.source)}|{st.st_size}|'
+                              f'{int(st.st_mtime)}'.encode())
+        return digest.hexdigest()[:16]
+
+    def _prepare(self, rgb: np.ndarray) -> np.ndarray:
+        geo = compute_geometry(rgb.shape[:2], self.input_size, self.resize_mode)
+        return prepare(rgb, geo, 'rgb', self.fill, out=np.empty((*self.input_size, 3),
+                                                                   np.uint8))
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Network-size (H, W, 3) uint8 RGB frames."""
+        if not self.is_bag:
+            for p in self.files:
+                bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+                if bgr is None:
+                    raise SegRosError(f'{p}: not a readable image')
+                yield self._prepare(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            return
+        from seg_ros.bag.io import BagReader
+
+        with BagReader(self.source) as reader:
+            topics = reader.image_topics()
+            if self.topic is None:
+                if not topics:
+                    raise SegRosError(f'{self.source}: no image topics in the bag')
+                if len(topics) > 1:
+                    raise SegRosError(f'{self.source}: several image topics {topics}; choose '
+                                      f'one with --calib-topic')
+                topic = topics[0]
+            else:
+                topic = self.topic
+            count = reader.require_topic(topic).count
+            wanted = set(_evenly(count, self.num_frames))
+            for frame in reader.frames(topic):
+                if frame.index in wanted and frame.rgb is not None:
+                    yield self._prepare(frame.rgb)
+
+    def batches(self) -> Iterator[np.ndarray]:
+        """(batch_size, H, W, 3) uint8 batches; the last partial batch is dropped (TensorRT
+        calibrates with a fixed batch size), unless it is the only one (then it is padded by
+        repeating frames)."""
+        buf: list[np.ndarray] = []
+        emitted = False
+        for frame in self.frames():
+            buf.append(frame)
+            if len(buf) == self.batch_size:
+                yield np.stack(buf)
+                emitted = True
+                buf = []
+        if buf and not emitted:
+            n_read = len(buf)
+            while len(buf) < self.batch_size:
+                buf.append(buf[len(buf) % n_read])
+            yield np.stack(buf)
+        elif not buf and not emitted:
+            raise SegRosError(f'{self.source}: no calibration frames could be read')
+
+    def cache_path(self, cache_dir: str | os.PathLike[str], onnx_sha256: str) -> Path:
+        """Calibration cache file for this data and model."""
+        return Path(cache_dir) / 'calibration' / f'{onnx_sha256[:16]}-{self.identity()}.cache'

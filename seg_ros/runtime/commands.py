@@ -1,0 +1,285 @@
+"""``seg-ros export | build-engine | bench | predict``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+import sys
+from typing import Any
+
+from seg_ros.errors import SegRosError
+from seg_ros.runtime.backends import BACKENDS
+
+log = logging.getLogger('seg_ros.runtime')
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``512x1024``) -> (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise SegRosError(f'size must be HxW like 512x1024, got {text!r}') from None
+    if h < 1 or w < 1:
+        raise SegRosError(f'size must be positive, got {text!r}')
+    return h, w
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format='%(levelname)s %(name)s: %(message)s')
+
+
+# ---------------------------------------------------------------------------- export
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', help='seg_ros checkpoint (.pt) or registered model name')
+    p.add_argument('--size', type=parse_size, default=None,
+                   help='network input HxW (default: the checkpoint metadata input size)')
+    p.add_argument('--out', required=True, help='output .onnx file')
+    p.add_argument('--weights', default=None, help='checkpoint for a model name')
+    p.add_argument('--num-classes', type=int, default=None,
+                   help='classes of a bare model name without weights (default 19)')
+    p.add_argument('--dynamic-batch', action='store_true', help='dynamic batch axis')
+    p.add_argument('--fp16', action='store_true',
+                   help='float16 network inside the graph (IO stays uint8); for GPUs')
+    p.add_argument('--no-confidence', action='store_true',
+                   help='omit the confidence output (ids only)')
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from seg_ros.runtime.export import export_onnx, load_model_and_meta
+
+    _setup_logging()
+    net, meta = load_model_and_meta(args.model, args.weights, args.size, args.num_classes)
+    out = export_onnx(net, meta, args.out, size=tuple(meta.input_size),  # type: ignore[arg-type]
+                      dynamic_batch=args.dynamic_batch, fp16=args.fp16,
+                      confidence=not args.no_confidence)
+    h, w = meta.input_size
+    print(f'wrote {out} ({meta.model}, {h}x{w}, uint8 NHWC RGB in -> uint8 ids'
+          f'{"" if args.no_confidence else " + confidence"} out, '
+          f'{out.stat().st_size / 1e6:.1f} MB)')
+    return 0
+
+
+# ---------------------------------------------------------------------------- build-engine
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('onnx', help='ONNX file from `seg-ros export`')
+    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp16')
+    p.add_argument('--calib', default=None,
+                   help='int8 calibration frames: an image folder or a rosbag2 (dir/.mcap/.db3)')
+    p.add_argument('--calib-topic', default=None, help='image topic in the calibration bag')
+    p.add_argument('--calib-frames', type=int, default=256, help='frames used for int8 '
+                   'calibration')
+    p.add_argument('--out', default=None,
+                   help='engine file (default: in the engine cache, keyed by ONNX + GPU + '
+                        'TensorRT + precision + shape)')
+    p.add_argument('--cache-dir', default=None, help='engine cache folder')
+    p.add_argument('--max-batch', type=int, default=1, help='largest batch (dynamic ONNX)')
+    p.add_argument('--workspace-mb', type=int, default=2048, help='builder workspace limit')
+    p.add_argument('--rebuild', action='store_true', help='ignore a valid cached engine')
+
+
+def _build_run(args: argparse.Namespace) -> int:
+    from seg_ros.runtime import trt_backend
+    from seg_ros.runtime.segmenter import default_cache_dir
+
+    _setup_logging()
+    if args.precision == 'int8' and not args.calib:
+        raise SegRosError('int8 needs --calib DIR_OR_BAG (real frames from your camera)')
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    path = trt_backend.build_or_load(
+        Path(args.onnx), precision=args.precision, cache_dir=cache,
+        out=Path(args.out) if args.out else None, calib=args.calib,
+        calib_topic=args.calib_topic, calib_frames=args.calib_frames,
+        max_batch=args.max_batch, workspace_mb=args.workspace_mb, rebuild=args.rebuild)
+    print(f'engine: {path} (sidecar {path.with_suffix(".json").name})')
+    return 0
+
+
+# ---------------------------------------------------------------------------- bench
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', help='.onnx / .engine / checkpoint / registered model name')
+    p.add_argument('--backend', choices=BACKENDS, default='auto')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
+    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32')
+    p.add_argument('--size', type=parse_size, default=None,
+                   help="network input HxW (default: the model file's size)")
+    p.add_argument('--frame-size', type=parse_size, default=None,
+                   help='camera frame HxW (default: the network size, i.e. no resize)')
+    p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch')
+    p.add_argument('--weights', default=None, help='checkpoint for a model name')
+    p.add_argument('--threads', type=int, default=None, help='CPU threads')
+    p.add_argument('--iters', type=int, default=50)
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--confidence', action='store_true', help='also compute confidence')
+    p.add_argument('--color', action='store_true', help='also colour the mask')
+    p.add_argument('--overlay', action='store_true', help='also compute the overlay')
+    p.add_argument('--cuda-graph', action='store_true', help='torch backend: CUDA graph')
+    p.add_argument('--baseline', choices=('none', 'torch-eager'), default='none',
+                   help='also time the bare network in torch eager fp32 NCHW (same frames, '
+                        'same process) and report speed-up and ids agreement')
+    p.add_argument('--engine-cache-dir', default=None)
+    p.add_argument('--json', action='store_true', help='print one JSON object')
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from seg_ros.runtime.bench import (
+        bench_frames,
+        bench_segmenter,
+        peak_rss_mb,
+        torch_eager_baseline,
+    )
+    from seg_ros.runtime.segmenter import Segmenter, model_kind
+
+    if not args.json:
+        _setup_logging()
+    if args.baseline == 'torch-eager':
+        if model_kind(args.model) in ('onnx', 'engine'):
+            raise SegRosError('--baseline torch-eager needs a checkpoint or model name (the '
+                              'torch model), not an exported file')
+        if model_kind(args.model) == 'name' and not args.weights:
+            raise SegRosError('--baseline torch-eager with a bare model name needs --weights '
+                              '(or a checkpoint) so both runs use the same weights')
+    opts: dict[str, Any] = {'cuda_graph': True} if args.cuda_graph else {}
+    seg = Segmenter.from_file(args.model, backend=args.backend, device=args.device,
+                              precision=args.precision, input_size=args.size,
+                              resize_mode=args.resize_mode, weights=args.weights,
+                              engine_cache_dir=args.engine_cache_dir, threads=args.threads,
+                              **opts)
+    backend = seg.backend
+    assert backend is not None
+    frame_size = args.frame_size or seg.input_size
+    frames = bench_frames(frame_size, n=max(1, min(8, args.iters)))
+    step = ids_ref = None
+    if args.baseline == 'torch-eager':
+        from seg_ros.runtime.export import load_model_and_meta
+
+        net, meta = load_model_and_meta(args.model, args.weights, seg.input_size)
+        step, ids_ref = torch_eager_baseline(net, meta.mean, meta.std, frames, seg.input_size,
+                                             args.threads)
+    pipe = bench_segmenter(seg, frames, args.iters, args.warmup, args.confidence, args.color,
+                           args.overlay, progress=not args.json, baseline=step)
+    result: dict[str, Any] = {
+        **backend.describe(), 'precision': args.precision, 'frame_size': list(frame_size),
+        'threads': args.threads, 'resize_mode': args.resize_mode, 'iters': args.iters,
+        'pipeline': pipe}
+    result['pre_post_over_inference'] = (pipe['preprocess_ms']['median']
+                                         + pipe['postprocess_ms']['median']) \
+        / pipe['inference_ms']['median']
+    if ids_ref is not None:
+        base = pipe.pop('baseline')
+        agree = []
+        for k, frame in enumerate(frames):
+            ref = ids_ref(k)
+            got = seg(frame).ids
+            if got.shape != ref.shape:  # frame != network size: compare at network size
+                import cv2
+
+                got = cv2.resize(got, ref.shape[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
+            agree.append(float((got == ref).mean()))
+        result['baseline_torch_eager'] = base
+        result['speedup_wall'] = base['total_ms']['median'] / pipe['total_ms']['median']
+        result['speedup_cpu'] = base['cpu_ms']['median'] / pipe['cpu_ms']['median']
+        result['ids_agreement_vs_eager'] = float(np.mean(agree))
+    result['peak_rss_mb'] = peak_rss_mb()
+    if backend.name in ('torch', 'tensorrt') and 'cuda' in backend.device:
+        import torch
+
+        result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20
+    seg.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_bench(result)
+    return 0
+
+
+def _print_bench(r: dict[str, Any]) -> None:
+    p = r['pipeline']
+    print(f'{r["model"]} on {r["backend"]} ({r["device"]}, {r["precision"]}), network '
+          f'{r["input_size"][0]}x{r["input_size"][1]}, frames '
+          f'{r["frame_size"][0]}x{r["frame_size"][1]}, {r["iters"]} iters')
+    print(f'{"stage":<16}{"median":>10}{"p90":>10}{"p99":>10}  (ms)')
+    for k in ('preprocess_ms', 'inference_ms', 'postprocess_ms', 'total_ms'):
+        s = p[k]
+        print(f'{k[:-3]:<16}{s["median"]:>10.2f}{s["p90"]:>10.2f}{s["p99"]:>10.2f}')
+    print(f'FPS {p["fps"]:.1f}; pre+post = {100 * r["pre_post_over_inference"]:.1f}% of '
+          f'inference; peak RSS {r["peak_rss_mb"]:.0f} MiB')
+    print(f'CPU time per frame (all threads): median {p["cpu_ms"]["median"]:.1f} ms')
+    if 'baseline_torch_eager' in r:
+        b = r['baseline_torch_eager']
+        print(f'torch eager fp32 NCHW (interleaved): median {b["total_ms"]["median"]:.2f} ms, '
+              f'p90 {b["total_ms"]["p90"]:.2f}, CPU {b["cpu_ms"]["median"]:.1f} ms; pipeline '
+              f'is {r["speedup_wall"]:.2f}x faster (wall), {r["speedup_cpu"]:.2f}x (CPU '
+              f'time); ids agree on {100 * r["ids_agreement_vs_eager"]:.3f}% of pixels')
+
+
+# ---------------------------------------------------------------------------- predict
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', help='.onnx / .engine / checkpoint / registered model name')
+    p.add_argument('images', nargs='+', help='image files (PNG, JPEG, ...)')
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--backend', choices=BACKENDS, default='auto')
+    p.add_argument('--device', default='auto')
+    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32')
+    p.add_argument('--size', type=parse_size, default=None, help='network input HxW')
+    p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch')
+    p.add_argument('--weights', default=None)
+    p.add_argument('--palette', default=None,
+                   help='cityscapes, camvid or a YAML palette file (default: model metadata)')
+    p.add_argument('--alpha', type=float, default=0.5, help='overlay alpha')
+    p.add_argument('--confidence', action='store_true', help='also write confidence PNGs')
+    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--engine-cache-dir', default=None)
+
+
+def _predict_run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from seg_ros.runtime.segmenter import Segmenter
+
+    _setup_logging()
+    seg = Segmenter.from_file(args.model, backend=args.backend, device=args.device,
+                              precision=args.precision, input_size=args.size,
+                              resize_mode=args.resize_mode, weights=args.weights,
+                              engine_cache_dir=args.engine_cache_dir, threads=args.threads)
+    if args.palette:
+        seg.set_palette(args.palette)
+    out = Path(args.out)
+    for sub in ('ids', 'color', 'overlay') + (('confidence',) if args.confidence else ()):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for name in args.images:
+        bgr = cv2.imread(name, cv2.IMREAD_COLOR)
+        if bgr is None:
+            print(f'seg-ros predict: skipping {name}: not a readable image', file=sys.stderr)
+            failed += 1
+            continue
+        res = seg(bgr, color_order='bgr', confidence=args.confidence, color=True,
+                  overlay=True, overlay_alpha=args.alpha)
+        stem = Path(name).stem
+        cv2.imwrite(str(out / 'ids' / f'{stem}.png'), res.ids)
+        cv2.imwrite(str(out / 'color' / f'{stem}.png'),
+                    cv2.cvtColor(res.color, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
+        cv2.imwrite(str(out / 'overlay' / f'{stem}.jpg'),
+                    cv2.cvtColor(res.overlay, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
+        if res.confidence is not None:
+            cv2.imwrite(str(out / 'confidence' / f'{stem}.png'), res.confidence)
+        t = res.timings
+        print(f'{name}: {bgr.shape[1]}x{bgr.shape[0]}, inference {t["inference_ms"]:.1f} ms')
+    seg.close()
+    done = len(args.images) - failed
+    print(f'wrote {done} results to {out}/ (ids/, color/, overlay/)')
+    if failed and not done:
+        raise SegRosError('no image could be read')
+    return 0 if not failed else 1
+
+
+COMMANDS = {
+    'export': (_export_args, _export_run),
+    'build-engine': (_build_args, _build_run),
+    'bench': (_bench_args, _bench_run),
+    'predict': (_predict_args, _predict_run),
+}

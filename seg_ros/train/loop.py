@@ -1,0 +1,569 @@
+"""The training loop: one function, :func:`train`, meant to be read top to bottom.
+
+Order of events (RegSeg Sec. 4.3 reproducibility):
+
+1. distributed setup (``torchrun`` env vars; gloo on CPU, nccl on CUDA), threads, device;
+2. ``seed(cfg.optim.seed)`` *before* the model is initialised (RegSeg: seed 0);
+3. datasets (sorted file lists, augmentation drawn per (seed, epoch, index)), model, optimizer,
+   LR schedule, EMA, AMP scaler, loss;
+4. ``--resume``: everything above is restored from ``last.pt`` -- weights, optimizer,
+   scheduler, EMA, scaler, step counters and *all* RNG states -- so the continuation is the
+   same computation as an uninterrupted run (bit-exact on CPU);
+5. the loop over micro-batches: at the start of every epoch the RNGs are reseeded with
+   ``seed + epoch`` and the sampler order is a function of the epoch only (DistributedSampler);
+   a run resumed in the middle of an epoch skips the micro-batches already consumed;
+6. every ``log_every`` steps: scalars to tqdm, TensorBoard and ``metrics.jsonl``; every
+   ``eval.every`` steps: validation mIoU (:class:`~seg_ros.eval.metrics.ConfusionMatrix`);
+   every ``checkpoint.every`` steps and at the end: ``last.pt`` (atomic), ``best.pt``;
+7. at the end ``final.pt``: the deployable weights only (EMA weights when EMA is on).
+
+Batches are uint8 NHWC tensors normalised on the device by
+:class:`seg_ros.runtime.normalize.Normalize`: the very module the exported ONNX graph runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+import contextlib
+import copy
+from dataclasses import dataclass
+import json
+import logging
+import math
+import os
+from pathlib import Path
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from seg_ros.errors import SegRosError
+from seg_ros.eval.metrics import ConfusionMatrix
+from seg_ros.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ModelMeta
+from seg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+from seg_ros.runtime.normalize import Normalize
+from seg_ros.train.config import TrainConfig, dump_config
+from seg_ros.train.losses import build_loss
+from seg_ros.train.optim import ModelEMA, WarmupScheduler, build_optimizer
+
+log = logging.getLogger(__name__)
+
+__all__ = ['ResumableSampler', 'collate', 'get_rng_state', 'seed_everything', 'set_rng_state',
+           'train']
+
+
+# ============================================================================ helpers
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """All global RNG states as tensors / builtins (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        'python': random.getstate(),
+        'numpy': (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])),
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`DistributedSampler` (order = f(seed + epoch), one shard per rank) that can
+    start in the middle of an epoch: ``set_epoch(epoch, skip)`` drops the first ``skip``
+    indices of this rank's shard (the samples consumed before an interruption)."""
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int, seed: int,
+                 shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=True)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:  # type: ignore[override]
+        super().set_epoch(epoch)
+        self.skip = int(skip)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.skip)
+
+
+def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[(HxWx3 uint8, HxW uint8)]`` -> uint8 NHWC images, int64 NHW labels."""
+    shapes = {img.shape for img, _ in batch}
+    if len(shapes) != 1:
+        raise SegRosError(f'training batch has images of different sizes {sorted(shapes)}; '
+                          f'add a crop to data.augment')
+    images = torch.from_numpy(np.stack([img for img, _ in batch]))
+    labels = torch.from_numpy(np.stack([lab for _, lab in batch]).astype(np.int64))
+    return images, labels
+
+
+def _threads(spec: Any, local_world: int) -> int:
+    """``auto``: the cores this process may use now (cores minus load, split among ranks)."""
+    cores = os.cpu_count() or 1
+    if spec in (None, 'auto'):
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+        # On a busy machine OpenMP threads that outnumber free cores spin and stall each
+        # other (measured here: 2 threads 10x slower than 1 at load 8 on 2 cores).
+        free = max(1, int(round(cores - load)))
+        return max(1, min(cores, free) // max(1, local_world))
+    n = int(spec)
+    if n < 1:
+        raise SegRosError(f'optim.threads must be >= 1 or "auto", got {spec!r}')
+    return n
+
+
+@dataclass
+class Dist:
+    """Distributed context (world 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_spec: str) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    d = Dist(rank=int(os.environ.get('RANK', '0')), world=world,
+             local_rank=int(os.environ.get('LOCAL_RANK', '0')),
+             local_world=int(os.environ.get('LOCAL_WORLD_SIZE', str(world))))
+    if device_spec == 'auto':
+        device_spec = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device_spec.startswith('cuda'):
+        if not torch.cuda.is_available():
+            raise SegRosError('device cuda requested but CUDA is not available')
+        device = torch.device('cuda', d.local_rank if world > 1 else
+                              (torch.device(device_spec).index or 0))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(device_spec)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return d, device
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _eval_model(model: nn.Module) -> nn.Module:
+    """The deployable model inside a training wrapper (aux heads stay outside)."""
+    m = _unwrap(model)
+    return m.model if hasattr(m, 'eval_state_dict') else m
+
+
+def _build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
+    from seg_ros.data.transforms import build_transform
+    from seg_ros.train.data import build_training_dataset as build_dataset
+
+    dc = cfg.data
+    aug = dc.augment
+    class_uniform = 0.0
+    if isinstance(aug, dict) and 'class_uniform' in aug:
+        class_uniform = float(aug.get('class_uniform') or 0.0)
+    elif isinstance(aug, str):
+        from seg_ros.data.transforms import PRESETS
+        class_uniform = float((PRESETS.get(aug) or {}).get('class_uniform', 0.0))
+    transform = build_transform(aug)
+    train_ds = build_dataset(dc.kind, dc.root, dc.train_split, transform=transform,
+                             seed=cfg.optim.seed, **dc.options)
+    if class_uniform > 0:
+        from seg_ros.data.sampling import ClassUniformDataset
+        cache = dc.centroid_cache or str(Path(cfg.out) / 'centroids.json')
+        train_ds = ClassUniformDataset(train_ds, transform, percent=class_uniform,
+                                       cache_path=cache, seed=cfg.optim.seed)
+    val_ds = None
+    if dc.val_split:
+        val_ds = build_dataset(dc.kind, dc.root, dc.val_split, **dc.val_options)
+    return train_ds, val_ds
+
+
+def _meta(cfg: TrainConfig, train_ds: Any, val_ds: Any, num_classes: int) -> ModelMeta:
+    size: list[int] | None = list(cfg.model.input_size) if cfg.model.input_size else None
+    if size is None and val_ds is not None and len(val_ds):
+        size = list(val_ds[0][0].shape[:2])
+    if size is None:
+        size = list(train_ds[0][0].shape[:2])
+    names = list(getattr(train_ds, 'class_names', [str(i) for i in range(num_classes)]))
+    palette = [list(c) for c in getattr(train_ds, 'palette', [])]
+    if len(names) != num_classes:
+        names = [str(i) for i in range(num_classes)]
+    if len(palette) < num_classes:
+        rng = np.random.default_rng(0)
+        palette = [list(map(int, rng.integers(0, 256, 3))) for _ in range(num_classes)]
+    return ModelMeta(model=cfg.model.name, num_classes=num_classes, class_names=names,
+                     palette=palette, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                     input_size=size, arch=dict(cfg.model.arch))
+
+
+def _init_from(model: nn.Module, path: str) -> None:
+    """Load matching tensors of a checkpoint (other class counts: classifier stays random)."""
+    src = load_checkpoint(path)['state_dict']
+    own = model.state_dict()
+    fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not fit:
+        raise SegRosError(f'model.init {path}: no tensor fits {type(model).__name__}')
+    model.load_state_dict(fit, strict=False)
+    log.info('initialised %d/%d tensors from %s', len(fit), len(own), path)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset: Any, normalize: nn.Module, num_classes: int,
+             device: torch.device, d: Dist | None = None, max_images: int = 0,
+             channels_last: bool = False, amp_dtype: torch.dtype | None = None,
+             input_size: tuple[int, int] | None = None) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` (eval mode) on ``dataset``.
+
+    With ``input_size`` every frame goes the runtime's way (:mod:`seg_ros.runtime.preprocess`):
+    uint8 resize to the network input, ids back to the label's resolution (nearest), so the
+    score is what ``seg-ros eval`` and the node measure. Shards over DDP ranks and sums the
+    matrices (every rank returns the total).
+    """
+    from seg_ros.runtime.preprocess import compute_geometry, prepare, restore
+
+    d = d or Dist()
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if max_images <= 0 else min(len(dataset), max_images)
+    cm = ConfusionMatrix(num_classes)
+    for i in range(d.rank, n, d.world):
+        image, label = dataset[i]
+        geo = compute_geometry(image.shape[:2], input_size or image.shape[:2], 'stretch')
+        net_in = image if geo.is_identity else prepare(image, geo)
+        x = normalize(torch.from_numpy(np.ascontiguousarray(net_in))[None].to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            logits = model(x)
+        ids = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        cm.update(ids if geo.is_identity else restore(ids, geo), label)
+    if d.world > 1:
+        t = torch.from_numpy(cm.matrix).to(device)
+        dist.all_reduce(t)
+        cm.matrix = t.cpu().numpy()
+    model.train(was_training)
+    return cm
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint a run resumes from (they are redone)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get('step', 0) <= step]
+    path.write_text(''.join(line + '\n' for line in keep))
+
+
+class _Logger:
+    """Rank-0 scalars to ``metrics.jsonl`` and TensorBoard."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.jsonl = out / 'metrics.jsonl'
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / 'tb'))
+            except ImportError:  # tensorboard missing: JSON log only
+                log.warning('tensorboard not installed: JSON metrics only')
+
+    def write(self, record: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.jsonl, 'a') as fh:
+            fh.write(json.dumps(record) + '\n')
+        if self.tb is not None:
+            kind = record.get('kind', 'train')
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ('step', 'epoch'):
+                    self.tb.add_scalar(f'{kind}/{k}', v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ============================================================================ the loop
+def train(cfg: TrainConfig, resume: bool = False,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train according to ``cfg``; returns a summary dict (rank 0 has the real numbers).
+
+    Args:
+        cfg: the run configuration.
+        resume: continue from ``<out>/last.pt`` (error if it does not exist).
+        stop_after: stop (as if interrupted) once this many optimizer steps are done in total,
+            after writing the periodic checkpoint of that step if one is due. For tests.
+    """
+    t_start = time.time()
+    # ---- 1. processes, threads, device
+    d, device = _init_distributed(cfg.device)
+    threads = _threads(cfg.optim.threads, d.local_world)
+    torch.set_num_threads(threads)
+    if cfg.optim.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    out = Path(cfg.out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / 'config.yaml')
+    if resume and not (out / 'last.pt').is_file():
+        raise SegRosError(f'--resume: no checkpoint {out / "last.pt"}')
+    if not resume and d.main and (out / 'metrics.jsonl').exists():
+        (out / 'metrics.jsonl').unlink()  # a fresh run starts a fresh log
+
+    # ---- 2. seed before anything random is created (RegSeg: seed 0 before init)
+    seed = cfg.optim.seed
+    seed_everything(seed)
+
+    # ---- 3. data, model, optimisation
+    train_ds, val_ds = _build_datasets(cfg)
+    num_classes = cfg.model.num_classes or train_ds.num_classes
+    meta = _meta(cfg, train_ds, val_ds, num_classes)
+
+    from seg_ros.models import create_model
+    seed_everything(seed)  # datasets may have drawn numbers; init must not depend on them
+    core = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.arch)
+    if cfg.model.init:
+        _init_from(core, cfg.model.init)
+    model: nn.Module = core
+    if cfg.model.aux == 'rtseg':
+        from seg_ros.models.rtseg_train import RTSegTrain
+        model = RTSegTrain(core)  # type: ignore[arg-type]
+    elif cfg.model.aux:
+        raise SegRosError(f'unknown model.aux {cfg.model.aux!r}; valid: rtseg')
+    model.train()
+    if d.world > 1 and cfg.model.sync_bn and device.type != 'cuda':
+        if d.main:  # torch's SyncBatchNorm has no CPU implementation
+            print('warning: model.sync_bn ignored on CPU (SyncBatchNorm needs CUDA)', flush=True)
+    elif d.world > 1 and cfg.model.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        core = model.model if hasattr(model, 'eval_state_dict') else model
+    model.to(device)
+    if cfg.model.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    normalize = Normalize(meta.mean, meta.std).to(device)
+
+    o = cfg.optim
+    optimizer = build_optimizer(model, o.optimizer, o.lr, o.momentum, o.weight_decay, o.nesterov)
+    per_epoch = len(train_ds) // (o.batch_size * d.world)  # micro-batches per epoch and rank
+    if per_epoch < 1:
+        raise SegRosError(f'training set of {len(train_ds)} images is smaller than one batch '
+                          f'({o.batch_size} x {d.world} ranks)')
+    total = o.iterations or max(1, o.epochs * per_epoch // o.accumulate)
+    scheduler = WarmupScheduler(optimizer, total, o.policy, o.power, o.warmup_iters,
+                                o.warmup_factor)
+    amp_dtype = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[o.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=o.amp == 'fp16')
+    ema = ModelEMA(_eval_model(model), o.ema_alpha, o.ema_every) if o.ema else None
+    criterion = build_loss(cfg.loss, IGNORE_INDEX)
+    ddp_model: nn.Module = model
+    if d.world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None)
+
+    step, micro, best_miou, elapsed_before = 0, 0, -1.0, 0.0
+
+    # ---- 4. resume: restore every piece of state, RNGs last
+    if resume:
+        ckpt = load_checkpoint(out / 'last.pt')
+        tr = ckpt['extra'].get('train')
+        if not tr:
+            raise SegRosError(f'{out / "last.pt"} has no training state (weights-only file)')
+        model.load_state_dict(tr['model'])
+        optimizer.load_state_dict(tr['optimizer'])
+        scheduler.load_state_dict(tr['scheduler'])
+        scaler.load_state_dict(tr['scaler'])
+        if ema is not None and tr.get('ema'):
+            ema.load_state_dict(tr['ema'])
+        step, micro = int(tr['step']), int(tr['micro'])
+        best_miou, elapsed_before = float(tr['best_miou']), float(tr['elapsed'])
+        if tr['total'] != total:
+            raise SegRosError(f'--resume: the checkpoint was for {tr["total"]} iterations, '
+                              f'the config now says {total}')
+        set_rng_state(tr['rng'])
+        if cfg.optim.threads in (None, 'auto') and tr.get('threads'):
+            # CPU results depend on the thread count (reduction order): keep the run's count
+            threads = int(tr['threads'])
+            torch.set_num_threads(threads)
+        if d.main:
+            _truncate_log(out / 'metrics.jsonl', step)
+            print(f'resumed from {out / "last.pt"} at step {step}/{total}', flush=True)
+
+    logger = _Logger(out, d.main, cfg.tensorboard)
+    bar = None
+    if d.main and cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc=cfg.name, unit='it', dynamic_ncols=True)
+
+    # ---- checkpoint writers (rank 0)
+    def deployable_state() -> dict[str, torch.Tensor]:
+        if ema is not None and cfg.eval.use_ema:
+            return ema.state
+        return _eval_model(model).state_dict()
+
+    def save_last() -> None:
+        extra = {'train': {
+            'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+            'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict(),
+            'ema': ema.state_dict() if ema is not None else None,
+            'step': step, 'micro': micro, 'total': total, 'best_miou': best_miou,
+            'elapsed': elapsed_before + time.time() - t_start, 'rng': get_rng_state(),
+            'threads': threads,
+            'config': cfg.to_dict()}}
+        save_checkpoint(out / 'last.pt', _eval_model(model), meta, extra)
+
+    ema_model = copy.deepcopy(_eval_model(model)) if ema is not None else None
+
+    def run_validation() -> dict[str, Any] | None:
+        nonlocal best_miou
+        if val_ds is None:
+            return None
+        net = _eval_model(model)
+        if ema is not None and ema_model is not None and cfg.eval.use_ema:
+            ema_model.load_state_dict(ema.state)
+            net = ema_model
+        final = step >= total  # the final score always covers the whole split
+        cm = validate(net, val_ds, normalize, num_classes, device, d,
+                      0 if final else cfg.eval.max_images, cfg.model.channels_last, amp_dtype,
+                      tuple(meta.input_size))  # type: ignore[arg-type]
+        rec = {'kind': 'val', 'step': step, 'epoch': micro / per_epoch,
+               'time': elapsed_before + time.time() - t_start, **cm.summary(meta.class_names)}
+        logger.write(rec, step)
+        if d.main and rec['miou'] > best_miou:
+            best_miou = rec['miou']
+            if cfg.checkpoint.keep_best:
+                save_checkpoint(out / 'best.pt', deployable_state(), meta,
+                                {'step': step, 'miou': best_miou})
+        return rec
+
+    # ---- 5. the loop over micro-batches
+    sampler = ResumableSampler(train_ds, d.world, d.rank, seed)
+    last_val: dict[str, Any] | None = None
+    loss_sum, loss_n, t_log = 0.0, 0, time.time()
+    stop = False
+    while step < total and not stop:
+        epoch, offset = divmod(micro, per_epoch)
+        if offset == 0:
+            seed_everything(seed + epoch)  # RegSeg: seed = epoch at each epoch start
+        sampler.set_epoch(epoch, skip=offset * o.batch_size)
+        if hasattr(train_ds, 'set_epoch'):
+            train_ds.set_epoch(epoch)
+        # An own generator: creating the loader must not consume the global torch RNG
+        # (a resumed run creates it at another point of the RNG stream).
+        loader = DataLoader(train_ds, batch_size=o.batch_size, sampler=sampler,
+                            num_workers=cfg.data.workers, collate_fn=collate, drop_last=True,
+                            pin_memory=device.type == 'cuda',
+                            generator=torch.Generator().manual_seed(seed + epoch))
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            x = normalize(images)
+            if cfg.model.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            last_micro = (micro + 1) % o.accumulate == 0
+            sync_ctx = (ddp_model.no_sync() if d.world > 1 and not last_micro  # type: ignore
+                        else contextlib.nullcontext())
+            with sync_ctx:
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                    enabled=amp_dtype is not None):
+                    outputs = ddp_model(x)
+                loss = criterion(outputs, labels)
+                scaler.scale(loss / o.accumulate).backward()
+            micro += 1
+            loss_sum += float(loss.detach())
+            loss_n += 1
+            if not last_micro:
+                continue
+
+            # -- one optimizer step
+            if o.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if ema is not None:
+                ema.update(_eval_model(model))
+            step += 1
+            if bar is not None:
+                bar.update(1)
+
+            if step % cfg.log_every == 0 or step == total:
+                mean_loss = loss_sum / max(loss_n, 1)
+                if not math.isfinite(mean_loss):
+                    raise SegRosError(f'loss is {mean_loss} at step {step}: lower optim.lr')
+                dt = time.time() - t_log
+                rec = {'kind': 'train', 'step': step, 'epoch': micro / per_epoch,
+                       'loss': mean_loss, 'lr': scheduler.get_last_lr()[0],
+                       'images_per_s': loss_n * o.batch_size * d.world / max(dt, 1e-9),
+                       'time': elapsed_before + time.time() - t_start,
+                       # CPU seconds of this process: comparable across machine loads
+                       'cpu_time': time.process_time()}
+                logger.write(rec, step)
+                if bar is not None:
+                    bar.set_postfix(loss=f'{mean_loss:.3f}', lr=f'{rec["lr"]:.2e}',
+                                    miou=f'{last_val["miou"]:.3f}' if last_val else '-')
+                loss_sum, loss_n, t_log = 0.0, 0, time.time()
+            if step == total or (cfg.eval.every and step % cfg.eval.every == 0):
+                last_val = run_validation() or last_val
+            if d.main and (step == total or (cfg.checkpoint.every
+                                             and step % cfg.checkpoint.every == 0)):
+                save_last()
+            if d.world > 1:
+                dist.barrier()  # nobody runs ahead while rank 0 writes
+            if step >= total or (stop_after is not None and step >= stop_after):
+                stop = True
+                break
+
+    # ---- 7. deployable weights
+    if bar is not None:
+        bar.close()
+    summary: dict[str, Any] = {'step': step, 'total': total, 'best_miou': best_miou,
+                               'last_val': last_val, 'out': str(out),
+                               'time_s': elapsed_before + time.time() - t_start}
+    if d.main and step >= total:
+        save_checkpoint(out / 'final.pt', deployable_state(), meta,
+                        {'step': step, 'miou': last_val['miou'] if last_val else None})
+        (out / 'summary.json').write_text(json.dumps(summary, indent=1))
+    logger.close()
+    if d.world > 1:
+        dist.barrier()
+    return summary

@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from seg_ros.data.transforms import Compose, RandomCrop
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +89,6 @@ def compute_centroids(dataset: Any, num_classes: int, tile_size: int = 1024,
     return cents
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_or_compute_centroids(dataset: Any, num_classes: int, cache_path: str | Path | None,
                               tile_size: int = 1024, progress: bool = True) -> Centroids:
     """Centroids from the cache file when its key matches, else computed and cached.
@@ -126,7 +110,7 @@ def load_or_compute_centroids(dataset: Any, num_classes: int, cache_path: str | 
             log.warning('class-uniform cache %s unreadable (%s): recomputing', path, exc)
     cents = compute_centroids(dataset, num_classes, tile_size, progress)
     if path is not None:
-        _atomic_write_text(path, json.dumps(
+        atomic_write_text(path, json.dumps(
             {'key': key, 'centroids': {str(c): v for c, v in cents.items()}},
             separators=(',', ':')))
     return cents

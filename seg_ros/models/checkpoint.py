@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import torch
 from torch import nn
 
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import atomic_write
 from seg_ros.metadata import ModelMeta
 
 FORMAT = 'seg_ros.checkpoint/1'
@@ -27,18 +27,7 @@ FORMAT = 'seg_ros.checkpoint/1'
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module | dict[str, torch.Tensor],

@@ -20,10 +20,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import atomic_write_bytes
 from seg_ros.metadata import ModelMeta
 
 SIDECAR_FORMAT = 'seg_ros.engine/1'
@@ -162,22 +162,9 @@ def write_engine(path: str | os.PathLike[str], engine_bytes: bytes | memoryview,
     path.parent.mkdir(parents=True, exist_ok=True)
     data = bytes(engine_bytes)
     sidecar.engine_sha256 = hashlib.sha256(data).hexdigest()
-    _atomic_write(path, data)
-    _atomic_write(sidecar_path(path), sidecar.to_json().encode())
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar_path(path), sidecar.to_json().encode())
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_sidecar(engine: str | os.PathLike[str]) -> Sidecar:

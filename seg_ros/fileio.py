@@ -1,0 +1,43 @@
+"""Atomic file writes: a crash or kill mid-write leaves the previous file intact.
+
+Every file seg_ros rewrites in place (checkpoints, engine caches, sidecars, centroid caches)
+goes through :func:`atomic_write`: a temporary file in the same folder, fsync, ``os.replace``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+import os
+from pathlib import Path
+import tempfile
+from typing import BinaryIO
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
+
+    Args:
+        path: destination; its folder is created if needed.
+        write: writes the whole content to the binary file object it is given.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode('utf-8'))

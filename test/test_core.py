@@ -148,3 +148,17 @@ def test_normalize_matches_formula():
     expected = (img.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
         / torch.tensor(std).view(1, 3, 1, 1)
     torch.testing.assert_close(Normalize(mean, std)(img), expected)
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path: Path):
+    import os
+    import stat
+
+    from seg_ros.fileio import atomic_write_text
+
+    atomic_write_text(tmp_path / 'a.txt', 'hello')
+    mask = os.umask(0o022)
+    os.umask(mask)
+    mode = stat.S_IMODE((tmp_path / 'a.txt').stat().st_mode)
+    assert mode == 0o666 & ~mask
+    assert (tmp_path / 'a.txt').read_text() == 'hello'

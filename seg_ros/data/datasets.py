@@ -10,7 +10,7 @@ Call :meth:`SegDataset.set_epoch` at the start of each epoch.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
+from seg_ros.data.base import AugmentedDataset, Transform
 from seg_ros.data.toy import ThinRectanglesDataset
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import (
@@ -31,7 +32,6 @@ from seg_ros.metadata import (
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 KINDS = ('cityscapes', 'camvid', 'folder', 'synthetic', 'toy')
@@ -80,7 +80,7 @@ def read_label(path: str | Path) -> np.ndarray:
     return lab
 
 
-class SegDataset:
+class SegDataset(AugmentedDataset):
     """Image / label file pairs with a label mapping and an optional transform.
 
     Attributes:
@@ -113,18 +113,9 @@ class SegDataset:
     def __len__(self) -> int:
         return len(self.items)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentation draws ``__getitem__`` returns."""
-        self.epoch = int(epoch)
-
-    def rng_for(self, index: int) -> np.random.Generator:
-        """The generator the transform of sample ``index`` gets in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
-
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` without the transform."""
-        if not 0 <= index < len(self.items):
-            raise IndexError(f'index {index} out of range for {len(self.items)} samples')
+        self.check_index(index)
         img_path, lab_path = self.items[index]
         image = read_rgb(img_path)
         label = read_label(lab_path)
@@ -146,17 +137,11 @@ class SegDataset:
         label = read_label(self.items[index][1])
         return cv2.LUT(label, self.label_lut) if self.label_lut is not None else label
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image, label = self.load(index)
-        if self.transform is not None:
-            image, label = self.transform(image, label, self.rng_for(index))
-        return image, label
-
     def __repr__(self) -> str:
         return f'{type(self).__name__}({self.name}, {len(self)} samples)'
 
 
-class SyntheticDataset:
+class SyntheticDataset(AugmentedDataset):
     """``length`` frames of a :class:`~seg_ros.data.synthetic.SyntheticDrive`, on the fly.
 
     Sample ``i`` is frame ``start + i * stride`` of the drive with seed ``seed``; the split
@@ -191,29 +176,10 @@ class SyntheticDataset:
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentation draws ``__getitem__`` returns."""
-        self.epoch = int(epoch)
-
-    def rng_for(self, index: int) -> np.random.Generator:
-        """The generator the transform of sample ``index`` gets in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
-
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` without the transform."""
-        if not 0 <= index < self.length:
-            raise IndexError(f'index {index} out of range for {self.length} samples')
+        self.check_index(index)
         return self.drive.frame(self.start + index * self.stride)
-
-    def load_label(self, index: int) -> np.ndarray:
-        """Only the label of sample ``index``."""
-        return self.load(index)[1]
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image, label = self.load(index)
-        if self.transform is not None:
-            image, label = self.transform(image, label, self.rng_for(index))
-        return image, label
 
     def __repr__(self) -> str:
         # also the key of the class-uniform centroid cache: name everything that shapes it

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from seg_ros.data.base import AugmentedDataset
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import IGNORE_INDEX
 
@@ -128,7 +129,7 @@ class ThinRectangles:
         return rgb, label, widths
 
 
-class ThinRectanglesDataset:
+class ThinRectanglesDataset(AugmentedDataset):
     """``length`` samples of :class:`ThinRectangles` with the dataset interface of
     :mod:`seg_ros.data.datasets` (``ds[i] -> (image, label)``, ``class_names``, ``set_epoch``)."""
 
@@ -154,29 +155,10 @@ class ThinRectanglesDataset:
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentation draws ``__getitem__`` returns."""
-        self.epoch = int(epoch)
-
-    def rng_for(self, index: int) -> np.random.Generator:
-        """The generator the transform of sample ``index`` gets in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
-
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` without the transform."""
-        if not 0 <= index < self.length:
-            raise IndexError(f'index {index} out of range for {self.length} samples')
+        self.check_index(index)
         return self.gen.sample(index)
-
-    def load_label(self, index: int) -> np.ndarray:
-        """Only the label of sample ``index``."""
-        return self.load(index)[1]
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image, label = self.load(index)
-        if self.transform is not None:
-            image, label = self.transform(image, label, self.rng_for(index))
-        return image, label
 
     def __repr__(self) -> str:
         # also the key of the class-uniform centroid cache: name everything that shapes it

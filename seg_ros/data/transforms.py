@@ -62,7 +62,23 @@ class Compose:
         return 'Compose(' + ', '.join(repr(t) for t in self.transforms) + ')'
 
 
-class RandomScale:
+class GeometricTransform:
+    """A transform that moves pixels: ``with_center`` also maps a class-uniform crop centre.
+
+    Subclasses implement ``with_center``; calling the transform drops the centre.
+    """
+
+    def with_center(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                    center: Center) -> tuple[np.ndarray, np.ndarray, Center]:
+        raise NotImplementedError
+
+    def __call__(self, image: np.ndarray, label: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image, label, _ = self.with_center(image, label, rng, None)
+        return image, label
+
+
+class RandomScale(GeometricTransform):
     """Resize by a random factor: bilinear for the image, nearest for the label.
 
     Exactly one of ``short_side`` (range of the target shorter side in pixels, aspect ratio
@@ -103,17 +119,12 @@ class RandomScale:
             center = ((center[0] + 0.5) * nh / h - 0.5, (center[1] + 0.5) * nw / w - 0.5)
         return image, label, center
 
-    def __call__(self, image: np.ndarray, label: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        image, label, _ = self.with_center(image, label, rng, None)
-        return image, label
-
     def __repr__(self) -> str:
         return (f'RandomScale(short_side={self.short_side})' if self.short_side
                 else f'RandomScale(factor={self.factor})')
 
 
-class RandomCrop:
+class RandomCrop(GeometricTransform):
     """Random ``(h, w)`` crop; smaller inputs are padded (image: ``fill``, label: 255).
 
     With a class-uniform centre, the crop is drawn among the windows that contain it.
@@ -155,16 +166,11 @@ class RandomCrop:
         lo_o, hi_o = max(px - c + 1, 0), min(px, hi)
         return int(rng.integers(lo_o, hi_o + 1))
 
-    def __call__(self, image: np.ndarray, label: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        image, label, _ = self.with_center(image, label, rng, None)
-        return image, label
-
     def __repr__(self) -> str:
         return f'RandomCrop({self.size[0]}x{self.size[1]})'
 
 
-class RandomHorizontalFlip:
+class RandomHorizontalFlip(GeometricTransform):
     """Mirror image and label left-right with probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
@@ -178,11 +184,6 @@ class RandomHorizontalFlip:
             if center is not None:
                 center = (center[0], label.shape[1] - 1 - center[1])
         return image, label, center
-
-    def __call__(self, image: np.ndarray, label: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        image, label, _ = self.with_center(image, label, rng, None)
-        return image, label
 
     def __repr__(self) -> str:
         return f'RandomHorizontalFlip(p={self.p})'

@@ -7,6 +7,7 @@ publish-to-mask-received time across processes, as the robot would see it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 import datetime
 import os
@@ -256,6 +257,29 @@ class OutputBag:
         self.writer.__exit__(RuntimeError, None, None)
 
 
+def image_messages(cfg: EvalConfig, prep: Prepared,
+                   out_bag: OutputBag | None) -> Iterator[tuple[int, int, bytes, str]]:
+    """The first ``prep.frames`` image-topic messages as ``(index, log time, raw, msgtype)``.
+
+    With ``out_bag``, the camera_info and label messages read along the way are copied into
+    it; each caller copies the image messages itself, after its own checks.
+    """
+    copy_topics: list[str] = []
+    if out_bag is not None:
+        copy_topics = prep.reader.camera_info_topics() + ([cfg.label_topic]
+                                                           if cfg.label_topic else [])
+    index = 0
+    for topic, t, raw, msgtype in prep.reader.raw_messages([cfg.image_topic] + copy_topics):
+        if topic != cfg.image_topic:
+            if out_bag is not None:
+                out_bag.copy(topic, msgtype, t, raw)
+            continue
+        if index >= prep.frames:
+            break
+        yield index, t, raw, msgtype
+        index += 1
+
+
 def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
                      progress: bool = True) -> tuple[Accumulator, dict[str, Any]]:
     """Run every frame through ``seg`` as fast as possible.
@@ -269,26 +293,15 @@ def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
                                                        prep.label_keys))
     extra: dict[str, Any] = {'latency_what': 'offline: message deserialise + image decode + '
                              'preprocess + inference + postprocess, per frame, this process'}
-    out_bag = None
-    copy_topics: list[str] = []
-    if cfg.write_bag:
-        out_bag = OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.storage_id, meta.palette)
-        copy_topics = prep.reader.camera_info_topics() + ([cfg.label_topic]
-                                                           if cfg.label_topic else [])
-    index = 0
+    out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.storage_id, meta.palette)
+               if cfg.write_bag else None)
     bar = tqdm(total=prep.frames, desc='eval-bag', unit='frame', disable=not progress)
     try:
-        for topic, t, raw, msgtype in prep.reader.raw_messages([cfg.image_topic] + copy_topics):
-            if topic != cfg.image_topic:
-                if out_bag is not None:
-                    out_bag.copy(topic, msgtype, t, raw)
-                continue
-            if index >= prep.frames:
-                break
+        for index, t, raw, msgtype in image_messages(cfg, prep, out_bag):
             t0 = time.perf_counter()
             frame = decode_frame(raw, msgtype, index, t, cfg.bag)
             if out_bag is not None:
-                out_bag.copy(topic, msgtype, t, raw)
+                out_bag.copy(cfg.image_topic, msgtype, t, raw)
             if frame.rgb is None:
                 acc.frames_undecodable += 1
                 extra.setdefault('undecodable_examples', []).append(
@@ -305,7 +318,6 @@ def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
                 if out_bag is not None:
                     out_bag.add_prediction(result.ids, frame.stamp_ns, frame.frame_id, t)
             acc.frames_read += 1
-            index += 1
             bar.update(1)
     except BagReadError as exc:
         extra['error'] = str(exc)

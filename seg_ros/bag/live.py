@@ -30,6 +30,7 @@ from seg_ros.bag.eval_bag import (
     OutputBag,
     Prepared,
     check_label_shape,
+    image_messages,
     sample_indices,
 )
 from seg_ros.bag.io import COMPRESSED_TYPE, decode_frame, stamp_to_ns
@@ -321,24 +322,12 @@ def _post_pass(cfg: EvalConfig, prep: Prepared, meta: ModelMeta, acc: Accumulato
     wanted = set(recorder.sample_masks)
     if not wanted and not cfg.write_bag:
         return
-    out_bag = None
-    copy_topics: list[str] = []
-    if cfg.write_bag:
-        out_bag = OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.storage_id,
-                            [list(c) for c in meta.palette])
-        copy_topics = prep.reader.camera_info_topics() + ([cfg.label_topic]
-                                                           if cfg.label_topic else [])
-    index = 0
+    out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.storage_id,
+                         [list(c) for c in meta.palette]) if cfg.write_bag else None)
     try:
-        for topic, t, raw, msgtype in prep.reader.raw_messages([cfg.image_topic] + copy_topics):
-            if topic != cfg.image_topic:
-                if out_bag is not None:
-                    out_bag.copy(topic, msgtype, t, raw)
-                continue
-            if index >= prep.frames:
-                break
+        for index, t, raw, msgtype in image_messages(cfg, prep, out_bag):
             if out_bag is not None:
-                out_bag.copy(topic, msgtype, t, raw)
+                out_bag.copy(cfg.image_topic, msgtype, t, raw)
             if index in wanted or (out_bag is not None and index in recorder.masks):
                 frame = decode_frame(raw, msgtype, index, t, cfg.bag, decode=index in wanted)
                 if index in wanted and frame.rgb is not None:
@@ -349,7 +338,6 @@ def _post_pass(cfg: EvalConfig, prep: Prepared, meta: ModelMeta, acc: Accumulato
                 if out_bag is not None and index in recorder.masks:
                     out_bag.add_prediction(decode_label(recorder.masks[index]), frame.stamp_ns,
                                            frame.frame_id, t)
-            index += 1
     except SegRosError as exc:
         extra.setdefault('error', str(exc))
     except BaseException:

@@ -19,6 +19,7 @@ from seg_ros.testing.node_harness import (
     LIFECYCLE_MODULE,
     NodeProcess,
     RosClient,
+    offline_segmenter,
     random_checkpoint,
     stamp_ns,
 )
@@ -36,15 +37,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope='module')
 def offline(checkpoint: Path) -> Any:
-    import torch
-
-    from seg_ros.runtime.segmenter import Segmenter
-
-    threads = torch.get_num_threads()
-    seg = Segmenter.from_file(str(checkpoint), backend='torch', device='cpu', threads=1)
-    yield seg
-    seg.close()
-    torch.set_num_threads(threads)
+    with offline_segmenter(checkpoint) as seg:
+        yield seg
 
 
 class Lifecycle:

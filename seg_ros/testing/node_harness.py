@@ -9,7 +9,8 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
 import os
 from pathlib import Path
 import signal
@@ -274,3 +275,22 @@ def random_checkpoint(path: str | os.PathLike[str], size: tuple[int, int] = (64,
     save_checkpoint(out, create_model(model),
                     ModelMeta.for_dataset(model, input_size=[int(size[0]), int(size[1])]))
     return out
+
+
+@contextlib.contextmanager
+def offline_segmenter(checkpoint: str | os.PathLike[str]) -> Iterator[Any]:
+    """The offline torch ``Segmenter`` node tests compare against (1 thread, as the node).
+
+    Restores torch's thread count afterwards so other tests keep their setting.
+    """
+    import torch
+
+    from seg_ros.runtime.segmenter import Segmenter
+
+    threads = torch.get_num_threads()
+    seg = Segmenter.from_file(str(checkpoint), backend='torch', device='cpu', threads=1)
+    try:
+        yield seg
+    finally:
+        seg.close()
+        torch.set_num_threads(threads)

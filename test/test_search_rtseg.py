@@ -234,6 +234,31 @@ def test_latency_model_on_small_measured_table(tmp_path: Path) -> None:
     assert float(again.unit_ms(units[0])) == pytest.approx(float(lat.unit_ms(units[0])))
 
 
+def test_padded_and_aligned_width_features() -> None:
+    from seg_ros.search.latency import FEATURES, unit_features
+
+    idx = {name: i for i, name in enumerate(FEATURES)}
+    c = torch.tensor(13.0, requires_grad=True)
+    f = unit_features('dw', c, c, 3, 1, 16, 32)
+    # 13 channels compute like 16 (two AVX2 registers) and are not NCHWc-aligned
+    assert float(f[idx['log_cin8']]) == pytest.approx(np.log1p(16.0))
+    assert float(f[idx['cin_aligned']]) == 0.0
+    assert float(unit_features('dw', 16.0, 16.0, 3, 1, 16, 32)[idx['cin_aligned']]) == 1.0
+    # the padded width passes the gradient straight through: the search still sees a slope
+    f[idx['log_cin8']].backward()
+    assert float(c.grad) == pytest.approx(1.0 / 17.0)
+
+
+@pytest.mark.parametrize('kind', ['conv', 'dw', 'mhsa'])
+def test_measure_unit_on_onnxruntime(kind: str) -> None:
+    u = {'conv': Unit('conv', 8, 12, 3, 2, 32, 64), 'dw': Unit('dw', 16, 16, 3, 1, 16, 32),
+         'mhsa': Unit('mhsa', 16, 32, 1, 1, 8, 16, 2, 8)}[kind]
+    ms = measure_unit(u, 'onnxruntime', warmup=1, repeats=3)
+    assert 0 < ms < 1000
+    with pytest.raises(Exception, match='not supported'):
+        measure_unit(u, 'tensorrt')
+
+
 def test_search_rtseg_cli_end_to_end(tmp_path: Path) -> None:
     from seg_ros.cli import main
     from seg_ros.models.checkpoint import model_from_checkpoint

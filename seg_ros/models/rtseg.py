@@ -106,7 +106,7 @@ __all__ = [
     'BlockSpec', 'StageSpec', 'RTSegConfig', 'RTSeg', 'Attention', 'MHSABlock', 'LIRBlock',
     'DownsampleBlock', 'MixedBlock', 'StemBlock', 'ContextEmbedding', 'BGA', 'DetailBranch',
     'SegmentBranch', 'LightDecoder', 'BLOCK_OPS', 'SUPERNET', 'BISENET_LIR', 'SUBNETS',
-    'build_rtseg', 'derive_subnet',
+    'build_rtseg', 'derive_subnet', 'uniform_config',
 ]
 
 #: Ops a mixed block may hold: ``skip`` (identity), one path, or both (the supernet).
@@ -527,11 +527,12 @@ def _round_to(x: float, q: int) -> int:
     return max(q, int(round(x / q)) * q)
 
 
-def _uniform_config(detail: Sequence[Sequence[int]], stem: int, channels: Sequence[int],
-                    depths: Sequence[int], ops: str, bga: int, decoder: int,
-                    patches: Sequence[int] = (2, 1, 1), expand_ratio: int = 6,
-                    head_dim: int = 32, mlp_ratio: int = 4) -> RTSegConfig:
-    """A config with every block of a stage alike (base design, supernet)."""
+def uniform_config(detail: Sequence[Sequence[int]], stem: int, channels: Sequence[int],
+                   depths: Sequence[int], ops: str, bga: int, decoder: int,
+                   patches: Sequence[int] = (2, 1, 1), expand_ratio: int = 6,
+                   head_dim: int = 32, mlp_ratio: int = 4) -> RTSegConfig:
+    """A config with every block of a stage alike (base design, supernet; the search builds
+    its CPU-sized supernets with it)."""
     stages = []
     cin = stem
     for c, d, p in zip(channels, depths, patches):
@@ -600,13 +601,13 @@ def derive_subnet(supernet: RTSegConfig, keep_high: float, keep_low: float,
 
 
 #: BiSeNetV2's widths and depths with LIR blocks (Tab. 4, "LIR" column: 25.1 GMACs; ours 25.0).
-BISENET_LIR = _uniform_config(((64, 64), (64, 64, 64), (128, 128, 128)), 16, (32, 64, 128),
-                              (1, 1, 3), 'lir', 128, 1024)
+BISENET_LIR = uniform_config(((64, 64), (64, 64, 64), (128, 128, 128)), 16, (32, 64, 128),
+                             (1, 1, 3), 'lir', 128, 1024)
 
 #: The supernet: BiSeNetV2 layout, every mixed block LIR + MHSA, high-resolution widths x2.25,
 #: segment-branch widths x2.5 (the two factors that land on Tab. 1's 24.43M / 136.0 GMACs).
-SUPERNET = _uniform_config(((144, 144), (144, 144, 144), (288, 288, 288)), 40, (80, 160, 320),
-                           (1, 1, 3), 'lir+mhsa', 288, 2304)
+SUPERNET = uniform_config(((144, 144), (144, 144, 144), (288, 288, 288)), 40, (80, 160, 320),
+                          (1, 1, 3), 'lir+mhsa', 288, 2304)
 
 #: Searched-subnet models: (keep_high, keep_low, ops per stage); see the module docstring.
 SUBNETS: dict[str, tuple[float, float, tuple[tuple[str, ...], ...]]] = {

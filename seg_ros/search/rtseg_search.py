@@ -230,9 +230,16 @@ def subnet_config(cfg: Any, counts: dict[str, int], ops: list[list[str]]) -> Any
 
 
 def random_subnet_config(cfg: Any, rng: np.random.Generator, min_frac: float = 0.1) -> Any:
-    """A random subnet of supernet ``cfg`` (random widths and ops): latency calibration."""
-    counts = {g.name: max(1, int(round(g.size * rng.uniform(min_frac, 1.0))))
-              for g in mask_groups(cfg)}
+    """A random subnet of supernet ``cfg`` (random widths and ops): latency calibration.
+
+    Widths share one random level per subnet (each group jittered +-25% around it), so the
+    calibration subnets span small to large ones: with independent widths every subnet is
+    near the average and the least-squares line through them extrapolates badly (seen: a
+    searched subnet 50% off).
+    """
+    level = rng.uniform(min_frac, 1.0)
+    counts = {g.name: max(1, int(round(g.size * float(np.clip(
+        level * rng.uniform(0.75, 1.25), min_frac, 1.0))))) for g in mask_groups(cfg)}
     ops = [[SEARCH_OPS[int(rng.integers(3))] for _ in st.blocks] for st in cfg.stages]
     return subnet_config(cfg, counts, ops)
 
@@ -454,8 +461,8 @@ DEFAULT_RTSEG_SEARCH: dict[str, Any] = {
     'latency_table': None,     # or a table JSON (fitted at start)
     # profiled (then fitted) when neither a model nor a table is given; bench_repeats: runs
     # of the final benchmark of the extracted subnet
-    'latency': {'samples': 200, 'models': 4, 'repeats': 7, 'rounds': 3, 'fit_steps': 3000,
-                'bench_repeats': 21},
+    'latency': {'backend': 'torch', 'samples': 2000, 'models': 12, 'repeats': 7, 'rounds': 5,
+                'fit_steps': 3000, 'bench_repeats': 21},
     'data': {'kind': 'synthetic', 'seed': 0},
     'train': {'threads': 1, 'steps': 150, 'batch_size': 2, 'lr': 0.01, 'arch_lr': 0.02,
               'weight_decay': 1.0e-4, 'tau': [5.0, 0.5], 'mask_init': 0.7, 'beta': 5.0,
@@ -466,7 +473,7 @@ DEFAULT_RTSEG_SEARCH: dict[str, Any] = {
 
 def search_config(path: str | None) -> dict[str, Any]:
     """Load (or default) an rtseg search config; adds ``supernet_cfg`` (an RTSegConfig)."""
-    from seg_ros.models.rtseg import SUPERNET, _uniform_config
+    from seg_ros.models.rtseg import SUPERNET, uniform_config
     from seg_ros.search.commands import load_config
     from seg_ros.search.dnas import merge_config
 
@@ -483,7 +490,7 @@ def search_config(path: str | None) -> dict[str, Any]:
     cfg = merge_config(DEFAULT_RTSEG_SEARCH, user)
     s = cfg['supernet']
     try:
-        cfg['supernet_cfg'] = _uniform_config(
+        cfg['supernet_cfg'] = uniform_config(
             s['detail'], int(s['stem']), s['channels'], s['depths'], 'lir+mhsa', int(s['bga']),
             int(s['decoder']), s['patches'], int(s['expand_ratio']), int(s['head_dim']),
             int(s['mlp_ratio']))
@@ -654,9 +661,9 @@ def run_rtseg_search_command(cfg_user: dict[str, Any], args: argparse.Namespace,
         else:
             lc = cfg['latency']
             table = profile_table(cfg['supernet_cfg'], size, int(lc['samples']),
-                                  int(lc['models']), 'torch', threads,
+                                  int(lc['models']), str(lc.get('backend', 'torch')), threads,
                                   repeats=int(lc['repeats']), progress=not args.no_progress,
-                                  rounds=int(lc.get('rounds', 3)))
+                                  rounds=int(lc.get('rounds', 5)))
             (out / 'latency_table.json').write_text(json.dumps(table))
         lat, report['latency_model'] = fit_from_table(
             table, steps=int(cfg['latency'].get('fit_steps', 3000)))
@@ -678,10 +685,11 @@ def run_rtseg_search_command(cfg_user: dict[str, Any], args: argparse.Namespace,
     save_checkpoint(out / 'subnet.pt', sub, meta, extra={'search': 'rtseg',
                                                          'target_ms': cfg['target_ms']})
     predicted = lat.model_ms(sub, size)
+    backend = str(lat.meta.get('backend', 'torch'))   # where the table was measured
     # benchmarked in a fresh process, as deployed (see latency.measure_checkpoint)
     measured = measure_checkpoint(out / 'subnet.pt', size, max(threads, 1) if threads > 0
                                   else torch.get_num_threads(),
-                                  int(cfg['latency'].get('bench_repeats', 21)))
+                                  int(cfg['latency'].get('bench_repeats', 21)), backend)
     clock = clock_name()
     if lat.meta.get('clock', clock) != clock:
         raise SegRosError(f'latency model measured with the {lat.meta.get("clock")} clock, '
@@ -692,13 +700,14 @@ def run_rtseg_search_command(cfg_user: dict[str, Any], args: argparse.Namespace,
         'ops': search.ops(), 'counts': search.counts(),
         'params': count_params(sub, size), 'macs': count_macs(sub, size),
         'supernet_params': _supernet_params(search, size), 'history': history,
-        'input_size': list(size), 'threads': torch.get_num_threads(), 'clock': clock})
+        'input_size': list(size), 'threads': torch.get_num_threads(), 'clock': clock,
+        'backend': backend})
     (out / 'subnet.json').write_text(json.dumps(arch, indent=1))
     (out / 'report.json').write_text(json.dumps(report, indent=1))
     print(f'subnet: ops {search.ops()}, {report["params"] / 1e6:.3f}M params, '
           f'{report["macs"] / 1e9:.3f} GMACs at {size[0]}x{size[1]}')
     print(f'latency: target {cfg["target_ms"]:.2f} ms, predicted {predicted:.2f} ms, measured '
-          f'{measured:.2f} ms ({report["measured_vs_target"]:+.1%}) on torch, '
+          f'{measured:.2f} ms ({report["measured_vs_target"]:+.1%}) on {backend}, '
           f'{torch.get_num_threads()} thread(s), {clock} clock')
     print(f'wrote {out / "subnet.pt"} (seg_ros checkpoint: rtseg_supernet + arch), '
           f'{out / "subnet.json"}, {out / "report.json"}')

@@ -238,9 +238,9 @@ def test_ddp_two_processes_gloo_trains_and_checkpoints(tmp_path):
 
 def test_multi_drive_synthetic_training_set():
     from seg_ros.data.datasets import build_dataset
-    from seg_ros.train.data import build_training_dataset
-    ds = build_training_dataset('synthetic', None, 'val', size=(32, 64), drives=2, length=2,
-                                stride=3)
+    from seg_ros.data.drives import build_drives_dataset
+    ds = build_drives_dataset('synthetic', None, 'val', size=(32, 64), drives=2, length=2,
+                              stride=3)
     assert len(ds) == 4 and ds.num_classes == 19
     # sample 2 is frame 0 of the second drive (seed 1 + the val offset 1000)
     want = build_dataset('synthetic', None, 'val', size=(32, 64), drive_seed=1, length=2,
@@ -253,4 +253,4 @@ def test_multi_drive_synthetic_training_set():
         ds[4]
     from seg_ros.errors import SegRosError
     with pytest.raises(SegRosError):
-        build_training_dataset('folder', '/nope', 'val', drives=2)
+        build_drives_dataset('folder', '/nope', 'val', drives=2)

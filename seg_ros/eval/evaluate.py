@@ -130,7 +130,7 @@ def evaluate(weights: str, kind: str, root: str | None, split: str = 'val',
     Raises:
         SegRosError: unreadable model or data, class-count mismatch, TTA on an exported file.
     """
-    from seg_ros.train.data import build_training_dataset as build_dataset
+    from seg_ros.data.drives import build_drives_dataset as build_dataset
 
     scales = [float(s) for s in scales] or [1.0]
     if any(s <= 0 for s in scales):

@@ -185,8 +185,8 @@ def _eval_model(model: nn.Module) -> nn.Module:
 
 
 def _build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
+    from seg_ros.data.drives import build_drives_dataset as build_dataset
     from seg_ros.data.transforms import build_transform
-    from seg_ros.train.data import build_training_dataset as build_dataset
 
     dc = cfg.data
     aug = dc.augment

@@ -1,4 +1,4 @@
-"""Training-set assembly on top of :mod:`seg_ros.data`: several synthetic drives as one set.
+"""Several synthetic drives as one data set (``data.options.drives: N``).
 
 Every :class:`~seg_ros.data.synthetic.SyntheticDrive` draws its own palette (road, sky,
 buildings, lighting), so a model trained on one drive does not generalise to another: the
@@ -14,7 +14,7 @@ import numpy as np
 
 from seg_ros.errors import SegRosError
 
-__all__ = ['ConcatSegDataset', 'build_training_dataset']
+__all__ = ['ConcatSegDataset', 'build_drives_dataset']
 
 
 class ConcatSegDataset:
@@ -89,8 +89,8 @@ class _DriveFactory:
                              seed=self.seed, **self.options)
 
 
-def build_training_dataset(kind: str, root: str | None, split: str, transform: Any = None,
-                           seed: int = 0, **options: Any) -> Any:
+def build_drives_dataset(kind: str, root: str | None, split: str, transform: Any = None,
+                         seed: int = 0, **options: Any) -> Any:
     """``build_dataset`` plus ``drives: N`` for synthetic data (N drives of ``length`` frames;
     each drive's augmentation seeded by ``seed + k``)."""
     from seg_ros.data.datasets import build_dataset

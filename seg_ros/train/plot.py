@@ -80,8 +80,15 @@ def plot_curves(path: str | Path, out: str | Path, title: str | None = None,
 
 
 def _interp(x: Any, xp: list[float], fp: list[float]) -> Any:
+    """Piecewise-linear map, extended linearly past both ends: the axes' margins lie outside
+    the logged steps, and clamping there would stack tick labels on the last one."""
     import numpy as np
-    return np.interp(x, xp, fp)
+    x = np.asarray(x, dtype=float)
+    y = np.interp(x, xp, fp)
+    lo = (fp[1] - fp[0]) / ((xp[1] - xp[0]) or 1.0)
+    hi = (fp[-1] - fp[-2]) / ((xp[-1] - xp[-2]) or 1.0)
+    y = np.where(x < xp[0], fp[0] + (x - xp[0]) * lo, y)
+    return np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * hi, y)
 
 
 def main(argv: list[str] | None = None) -> int:

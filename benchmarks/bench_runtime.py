@@ -24,13 +24,13 @@ import numpy as np
 
 
 def main() -> int:
+    from seg_ros.cli import parse_size
     from seg_ros.runtime.bench import (
         bench_frames,
         bench_segmenter,
         peak_rss_mb,
         torch_eager_baseline,
     )
-    from seg_ros.runtime.commands import parse_size
     from seg_ros.runtime.export import load_model_and_meta
     from seg_ros.runtime.segmenter import Segmenter
 

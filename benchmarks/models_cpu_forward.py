@@ -15,8 +15,8 @@ import time
 
 import torch
 
+from seg_ros.cli import parse_size
 from seg_ros.models import create_model
-from seg_ros.models.commands import parse_size
 
 
 def bench(name: str, size: tuple[int, int], reps: int) -> dict[str, float | str | list[float]]:

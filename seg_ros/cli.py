@@ -15,6 +15,23 @@ import sys
 from seg_ros import __version__
 from seg_ros.errors import SegRosError
 
+
+def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
+    """``'512x1024'`` -> ``(512, 1024)`` as (height, width): the ``--size`` of every command.
+
+    Raises:
+        SegRosError: not ``HxW``, or a side below ``minimum``.
+    """
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise SegRosError(f'size must be HxW (e.g. 256x512), got {text!r}') from None
+    if h < minimum or w < minimum:
+        raise SegRosError(f'size must be at least {minimum}x{minimum}, got {text!r}'
+                          if minimum > 1 else f'size must be positive, got {text!r}')
+    return h, w
+
+
 # name -> (one-line help, module that implements it)
 COMMANDS: dict[str, tuple[str, str]] = {
     'models': ('list registered models with params, GMACs and field of view',

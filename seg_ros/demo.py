@@ -170,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; prints the headline figures."""
     from seg_ros.bag.commands import summary_line
     from seg_ros.bag.eval_bag import EvalConfig, run_eval
-    from seg_ros.bag.make_bag import make_bag, parse_size, synthetic_camera_info, synthetic_frames
+    from seg_ros.bag.make_bag import make_bag, synthetic_camera_info, synthetic_frames
+    from seg_ros.cli import parse_size
 
     t0 = time.monotonic()
     if args.export_onnx:

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg_ros.cli import main
+from seg_ros.cli import main, parse_size
 from seg_ros.models.checkpoint import model_from_checkpoint
-from seg_ros.models.commands import parse_size
 
 
 def test_models_json_rows(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from seg_ros.cli import parse_size
 from seg_ros.errors import SegRosError
 
 
@@ -47,7 +48,7 @@ def run_make_bag(args: argparse.Namespace) -> int:
     if args.synthetic is not None:
         if args.src is not None or args.dataset:
             raise SegRosError('--synthetic takes no SRC or --dataset')
-        size = mb.parse_size(args.size)
+        size = parse_size(args.size)
         total, frames = mb.synthetic_frames(args.synthetic, size, args.seed)
         camera_info = mb.synthetic_camera_info(size, args.seed)
     elif args.src is None:
@@ -115,7 +116,6 @@ def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
 def run_eval_bag(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
     from seg_ros.bag.eval_bag import EvalConfig, run_eval
-    from seg_ros.bag.make_bag import parse_size
 
     cfg = EvalConfig(
         bag=args.bag, model=args.model, image_topic=args.image_topic, out_dir=args.out,

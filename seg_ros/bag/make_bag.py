@@ -54,17 +54,6 @@ class MakeBagResult:
     stamps_ns: list[int] = field(default_factory=list)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``'256x512'`` -> (256, 512) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError as exc:
-        raise SegRosError(f'size must be HxW (e.g. 256x512), got {text!r}') from exc
-    if h < 1 or w < 1:
-        raise SegRosError(f'size must be positive, got {text!r}')
-    return h, w
-
-
 def _read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:

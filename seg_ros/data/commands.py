@@ -4,19 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from seg_ros.errors import SegRosError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``512x1024``) into ``(height, width)``."""
-    parts = text.lower().replace('*', 'x').split('x')
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError as exc:
-        raise SegRosError(f'size must be HxW like 512x1024, got {text!r}') from exc
-    if h < 16 or w < 16:
-        raise SegRosError(f'size must be at least 16x16, got {text!r}')
-    return h, w
+from seg_ros.cli import parse_size
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +25,7 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_synth(args: argparse.Namespace) -> int:
     from seg_ros.data.synthetic import write_dataset
 
-    size = parse_size(args.size)
+    size = parse_size(args.size, minimum=16)
     t0 = time.perf_counter()
     out = write_dataset(args.out, args.n, size=size, seed=args.seed, start=args.start,
                         stride=args.stride, progress=True, overwrite=args.overwrite)

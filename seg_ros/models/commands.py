@@ -7,20 +7,10 @@ import json
 import sys
 from typing import Any
 
+from seg_ros.cli import parse_size
 from seg_ros.errors import SegRosError
 
-__all__ = ['COMMANDS', 'TARGETS', 'Target', 'parse_size', 'model_rows']
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse 'HxW' (e.g. '1024x2048') into (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise SegRosError(f'bad size {text!r}: expected HxW, e.g. 1024x2048') from None
-    if h < 1 or w < 1:
-        raise SegRosError(f'bad size {text!r}: H and W must be positive')
-    return h, w
+__all__ = ['COMMANDS', 'TARGETS', 'Target', 'model_rows']
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,11 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from seg_ros.cli import parse_size
 from seg_ros.errors import SegRosError
 from seg_ros.runtime.backends import BACKENDS
 
 log = logging.getLogger('seg_ros.runtime')
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` (e.g. ``512x1024``) -> (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise SegRosError(f'size must be HxW like 512x1024, got {text!r}') from None
-    if h < 1 or w < 1:
-        raise SegRosError(f'size must be positive, got {text!r}')
-    return h, w
 
 
 def _setup_logging(verbose: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or kill mid-write leaves the previous file intact.
+"""File helpers: atomic writes (a crash or kill mid-write leaves the previous file intact) and
+YAML reads with one-line errors.
 
 Every file seg_ros rewrites in place (checkpoints, engine caches, sidecars, centroid caches)
 goes through :func:`atomic_write`: a temporary file in the same folder, fsync, ``os.replace``.
@@ -9,7 +10,9 @@ from collections.abc import Callable
 import os
 from pathlib import Path
 import tempfile
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from seg_ros.errors import SegRosError
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
@@ -49,3 +52,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def read_yaml(path: str | os.PathLike[str], missing: str) -> Any:
+    """Parse a YAML file (``None`` when it is empty).
+
+    Args:
+        path: the file.
+        missing: the error message when it does not exist (say which file the user forgot).
+
+    Raises:
+        SegRosError: ``missing``, or ``PATH: not valid YAML (first line of the parser error)``.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SegRosError(missing)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SegRosError(f'{path}: not valid YAML ({str(exc).splitlines()[0]})') from None

@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import read_yaml
 
 # Cityscapes 19 evaluation classes (trainIds 0..18) and their official colours.
 CITYSCAPES_CLASSES: tuple[str, ...] = (
@@ -141,9 +140,7 @@ def load_palette(spec: str, num_classes: int | None = None) -> tuple[list[str], 
         result = (list(names), [list(c) for c in colours])
     else:
         path = Path(spec)
-        if not path.is_file():
-            raise SegRosError(f'palette {spec!r} is neither {sorted(PALETTES)} nor a file')
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path, f'palette {spec!r} is neither {sorted(PALETTES)} nor a file') or {}
         entries = data.get('classes') if isinstance(data, dict) else None
         if not isinstance(entries, list) or not entries:
             raise SegRosError(f'{path}: expected a "classes" list of {{name, color}}')

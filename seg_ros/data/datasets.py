@@ -17,11 +17,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import yaml
 
 from seg_ros.data.base import AugmentedDataset, Transform
 from seg_ros.data.toy import ThinRectanglesDataset
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import read_yaml
 from seg_ros.metadata import (
     CAMVID_CLASSES,
     CAMVID_PALETTE,
@@ -275,12 +275,7 @@ def read_classes_yaml(path: str | Path) -> tuple[list[str], list[list[int]]]:
     :func:`seg_ros.metadata.load_palette`) or ``names: [...]`` with optional ``colors: [...]``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SegRosError(f'{path} not found (the folder format needs a classes.yaml)')
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SegRosError(f'{path}: not valid YAML: {exc}') from exc
+    data = read_yaml(path, f'{path} not found (the folder format needs a classes.yaml)') or {}
     names: list[str]
     colours: list[list[int]]
     try:

@@ -15,15 +15,10 @@ __all__ = ['COMMANDS', 'load_config', 'write_dilation_result']
 
 def load_config(path: str) -> dict[str, Any]:
     """Read a search config (YAML or JSON) into a dict."""
-    import yaml
+    from seg_ros.fileio import read_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise SegRosError(f'search config not found: {p}')
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise SegRosError(f'{p}: not valid YAML ({str(exc).splitlines()[0]})') from None
+    data = read_yaml(p, f'search config not found: {p}')
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import read_yaml
 
 __all__ = ['CheckpointConfig', 'DataConfig', 'EvalConfig', 'ModelConfig', 'OptimConfig',
            'TrainConfig', 'apply_overrides', 'load_config']
@@ -299,12 +300,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise SegRosError(f'training config not found: {p}')
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SegRosError(f'{p}: invalid YAML: {exc}') from exc
+        tree = read_yaml(p, f'training config not found: {p}') or {}
     apply_overrides(tree, overrides)
     try:
         cfg = _build(TrainConfig, tree, '')

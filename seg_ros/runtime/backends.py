@@ -248,6 +248,26 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
     return ModelMeta.from_json(props[META_KEY])
 
 
+def ort_session_options(threads: int | None = None) -> Any:
+    """The ONNX Runtime session options seg_ros runs with (node, bench, latency profile).
+
+    Args:
+        threads: intra-op threads (None or 0: onnxruntime's default, all cores).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    # One frame at a time in a robot loop: sequential execution, no thread spinning
+    # between runs (spinning burns a core the ROS executor and the camera driver need).
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    return opts
+
+
 class OrtBackend(Backend):
     """An exported ONNX pipeline on ONNX Runtime.
 
@@ -268,15 +288,7 @@ class OrtBackend(Backend):
         if not path.is_file():
             raise SegRosError(f'ONNX file not found: {path}')
         self.meta = read_onnx_meta(path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        # One frame at a time in a robot loop: sequential execution, no thread spinning
-        # between runs (spinning burns a core the ROS executor and the camera driver need).
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        opts = ort_session_options(threads)
         available = ort.get_available_providers()
         if providers is None:
             providers = ['CPUExecutionProvider']

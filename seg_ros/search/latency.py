@@ -135,17 +135,22 @@ def model_units(model: nn.Module, size: tuple[int, int]) -> list[Unit]:
     return units
 
 
+def _macs(kind: str, cin: Any, cout: Any, k: int, stride: int, h: int, w: int, heads: int,
+          head_dim: int) -> Any:
+    """Multiply-accumulates of a unit; ``cin`` / ``cout`` may be numbers or tensors."""
+    ho, wo = math.ceil(h / stride), math.ceil(w / stride)
+    if kind == 'conv':
+        return cin * cout * (k * k * ho * wo)
+    if kind == 'dw':
+        return cin * (k * k * ho * wo)
+    n = math.ceil(h / k) * math.ceil(w / k)   # MHSA: k is the patch size
+    dim, inner = cin * (k * k), heads * head_dim
+    return n * dim * 3 * inner + 2 * n * n * inner + n * inner * dim + 2 * n * dim * cout
+
+
 def unit_macs(u: Unit) -> float:
     """Multiply-accumulates of a unit (the ``counting`` definition)."""
-    ho, wo = math.ceil(u.h / u.stride), math.ceil(u.w / u.stride)
-    if u.kind == 'conv':
-        return u.cin * u.cout * u.k * u.k * ho * wo
-    if u.kind == 'dw':
-        return u.cin * u.k * u.k * ho * wo
-    p = u.k
-    n = math.ceil(u.h / p) * math.ceil(u.w / p)
-    dim, inner = u.cin * p * p, u.heads * u.head_dim
-    return n * dim * 3 * inner + 2 * n * n * inner + n * inner * dim + 2 * n * dim * u.cout
+    return _macs(u.kind, u.cin, u.cout, u.k, u.stride, u.h, u.w, u.heads, u.head_dim)
 
 
 def unit_features(kind: str, cin: torch.Tensor | float, cout: torch.Tensor | float, k: int,
@@ -158,28 +163,22 @@ def unit_features(kind: str, cin: torch.Tensor | float, cout: torch.Tensor | flo
     cin8, cout8 = _padded(cin_t), _padded(cout_t)
     ho, wo = math.ceil(h / stride), math.ceil(w / stride)
     if kind == 'conv':
-        macs = cin_t * cout_t * (k * k * ho * wo)
-        macs8 = cin8 * cout8 * (k * k * ho * wo)
         act = cin_t * (h * w) + cout_t * (ho * wo)
         extra = torch.zeros(())
         hw = h * w
     elif kind == 'dw':
-        macs = cin_t * (k * k * ho * wo)
-        macs8 = cin8 * (k * k * ho * wo)
         act = cin_t * (h * w + ho * wo)
         extra = torch.zeros(())
         hw = h * w
     elif kind == 'mhsa':
         n = math.ceil(h / k) * math.ceil(w / k)
-        dim = cin_t * (k * k)
-        inner = float(heads * head_dim)
-        macs = n * dim * 3 * inner + 2 * n * n * inner + n * inner * dim + 2 * n * dim * cout_t
-        macs8 = n * dim * 3 * inner + 2 * n * n * inner + n * inner * dim + 2 * n * dim * cout8
-        act = n * (dim * 4 + cout_t)
+        act = n * (cin_t * (k * k) * 4 + cout_t)
         extra = torch.as_tensor(float(heads * n * n))  # attention matrix size
         hw = n
     else:
         raise ValueError(f'unknown unit kind {kind!r}')
+    macs = _macs(kind, cin_t, cout_t, k, stride, h, w, heads, head_dim)
+    macs8 = _macs(kind, cin8, cout8, k, stride, h, w, heads, head_dim)
     onehot = [float(kind == kd) for kd in KINDS]
     return torch.stack([
         *[torch.as_tensor(v) for v in onehot], torch.log1p(cin_t), torch.log1p(cout_t),
@@ -274,6 +273,8 @@ def _ort_runner(module: nn.Module, x: torch.Tensor) -> Any:
 
     import onnxruntime as ort
 
+    from seg_ros.runtime.backends import ort_session_options
+
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
@@ -287,13 +288,8 @@ def _ort_runner(module: nn.Module, x: torch.Tensor) -> Any:
             buf = io.BytesIO()
             torch.onnx.export(module, (x,), buf, opset_version=18, input_names=['x'],
                               external_data=False)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    sess = ort.InferenceSession(buf.getvalue(), sess_options=opts,
+    sess = ort.InferenceSession(buf.getvalue(),
+                                sess_options=ort_session_options(torch.get_num_threads()),
                                 providers=['CPUExecutionProvider'])
     feed = {sess.get_inputs()[0].name: x.numpy()}
     return lambda: sess.run(None, feed)
@@ -597,7 +593,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_profile_command(args: argparse.Namespace) -> int:
     """``seg-ros latency-profile``."""
-    from seg_ros.models.commands import parse_size
+    from seg_ros.cli import parse_size
     from seg_ros.search.rtseg_search import search_config
 
     cfg = search_config(args.config)

@@ -1,6 +1,7 @@
 """Shared pytest setup: an isolated ROS 2 domain, and skipping of GPU-only tests."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 import os
 from pathlib import Path
 import sys
@@ -62,3 +63,18 @@ def rclpy_context():
 def python() -> str:
     """The interpreter running the tests (for subprocess nodes)."""
     return sys.executable
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test with one torch intra-op thread, restored afterwards.
+
+    Small search models run ~100x faster on one thread than on two when the 2-core CI machine
+    is loaded (OpenMP threads spin-wait on each other).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,7 +1,6 @@
 """RegSeg DNAS (issue 8): fractional dilated conv, rounding rule, emitted configuration."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,7 @@ from seg_ros.search.dnas import (
     round_rates,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # One intra-op thread is ~100x faster than two on the shared, loaded CI machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _deformable_reference(x: torch.Tensor, w: torch.Tensor, r: float,

@@ -2,7 +2,6 @@
 model."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +37,7 @@ TINY = {'detail': [[8, 8], [8, 8, 8], [16, 16, 16]], 'stem': 8, 'channels': [8, 
         'expand_ratio': 4, 'head_dim': 8, 'mlp_ratio': 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _tiny_cfg(tmp_path: Path) -> object:

@@ -409,11 +409,14 @@ def build_training_dataset(kind: str, root: str | Path | None, split: str = 'tra
                            augment: dict[str, Any] | str | None = None, seed: int = 0,
                            class_uniform: float | None = None,
                            cache_dir: str | Path | None = None,
-                           **kw: Any) -> Any:
-    """Dataset + paper augmentations + optional class-uniform sampling, in one call.
+                           cache_path: str | Path | None = None, preload: bool = False,
+                           progress: bool = True, **kw: Any) -> Any:
+    """Dataset + paper augmentations + optional preload and class-uniform sampling, in one call
+    (what ``seg-ros train`` builds from ``data:``).
 
     Args:
-        kind, root, split, **kw: as :func:`build_dataset`.
+        kind, root, split, **kw: as :func:`build_dataset`, plus ``drives: N`` for synthetic
+            data (:func:`seg_ros.data.drives.build_drives_dataset`).
         augment: a :data:`seg_ros.data.transforms.PRESETS` name or a dict for
             :func:`seg_ros.data.transforms.build_transform` (its ``class_uniform`` key is the
             default of ``class_uniform``).
@@ -421,11 +424,17 @@ def build_training_dataset(kind: str, root: str | Path | None, split: str = 'tra
         class_uniform: fraction of class-uniform crops per epoch (0 or None: off).
         cache_dir: folder of the class-uniform centroid cache (file name derived from kind
             and split); None keeps the centroids in memory.
+        cache_path: the centroid cache file itself (overrides ``cache_dir``).
+        preload: make every sample once and keep it in memory
+            (:class:`~seg_ros.data.preload.PreloadedDataset`).
+        progress: tqdm progress of the preload and the centroid scan.
 
     Returns:
         A dataset with ``__getitem__ -> (image, label)``, ``set_epoch``, ``class_names``,
         ``palette``, ``num_classes``.
     """
+    from seg_ros.data.drives import build_drives_dataset
+    from seg_ros.data.preload import PreloadedDataset
     from seg_ros.data.sampling import ClassUniformDataset
     from seg_ros.data.transforms import PRESETS, build_transform
 
@@ -435,14 +444,20 @@ def build_training_dataset(kind: str, root: str | Path | None, split: str = 'tra
     transform = build_transform(cfg)
     if class_uniform is None:
         class_uniform = float((cfg or {}).get('class_uniform') or 0.0)
-    if not class_uniform:
-        return build_dataset(kind, root, split, transform=transform, seed=seed, **kw)
-    base = build_dataset(kind, root, split, seed=seed, **kw)
-    if transform is None:
+    if class_uniform and transform is None:
         raise SegRosError('class-uniform sampling needs an augmentation with a crop')
-    cache = None
-    if cache_dir is not None:
+    # the transform goes to the outermost wrapper: preload and class-uniform sampling apply
+    # it to the samples they hold or choose
+    inner = not preload and not class_uniform
+    ds = build_drives_dataset(kind, root, split, transform=transform if inner else None,
+                              seed=seed, **kw)
+    if preload:
+        ds = PreloadedDataset(ds, None if class_uniform else transform, seed=seed,
+                              progress=progress)
+    if not class_uniform:
+        return ds
+    if cache_path is None and cache_dir is not None:
         safe_split = split.replace('+', '_')
-        cache = Path(cache_dir) / f'{kind}_{safe_split}_centroids.json'
-    return ClassUniformDataset(base, transform, percent=class_uniform, cache_path=cache,
-                               seed=seed)
+        cache_path = Path(cache_dir) / f'{kind}_{safe_split}_centroids.json'
+    return ClassUniformDataset(ds, transform, percent=class_uniform, cache_path=cache_path,
+                               seed=seed, progress=progress)

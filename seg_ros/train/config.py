@@ -72,6 +72,9 @@ class DataConfig:
         augment: :func:`seg_ros.data.transforms.build_transform` config or preset name;
             ``class_uniform: p`` in it turns on class-uniform sampling.
         centroid_cache: JSON cache for class-uniform sampling (default: in the run folder).
+        preload: make every training sample once and keep it in memory
+            (:class:`~seg_ros.data.preload.PreloadedDataset`): for generated data, whose
+            frames cost more CPU to render than to keep.
         workers: DataLoader worker processes per rank.
     """
 
@@ -83,6 +86,7 @@ class DataConfig:
     val_options: dict[str, Any] = field(default_factory=dict)
     augment: Any = None
     centroid_cache: str | None = None
+    preload: bool = False
     workers: int = 2
 
 

@@ -184,29 +184,18 @@ def _eval_model(model: nn.Module) -> nn.Module:
     return m.model if hasattr(m, 'eval_state_dict') else m
 
 
-def _build_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
-    from seg_ros.data.drives import build_drives_dataset as build_dataset
-    from seg_ros.data.transforms import build_transform
+def _build_datasets(cfg: TrainConfig, progress: bool = True) -> tuple[Any, Any]:
+    from seg_ros.data.datasets import build_training_dataset
+    from seg_ros.data.drives import build_drives_dataset
 
     dc = cfg.data
-    aug = dc.augment
-    class_uniform = 0.0
-    if isinstance(aug, dict) and 'class_uniform' in aug:
-        class_uniform = float(aug.get('class_uniform') or 0.0)
-    elif isinstance(aug, str):
-        from seg_ros.data.transforms import PRESETS
-        class_uniform = float((PRESETS.get(aug) or {}).get('class_uniform', 0.0))
-    transform = build_transform(aug)
-    train_ds = build_dataset(dc.kind, dc.root, dc.train_split, transform=transform,
-                             seed=cfg.optim.seed, **dc.options)
-    if class_uniform > 0:
-        from seg_ros.data.sampling import ClassUniformDataset
-        cache = dc.centroid_cache or str(Path(cfg.out) / 'centroids.json')
-        train_ds = ClassUniformDataset(train_ds, transform, percent=class_uniform,
-                                       cache_path=cache, seed=cfg.optim.seed)
+    train_ds = build_training_dataset(
+        dc.kind, dc.root, dc.train_split, augment=dc.augment, seed=cfg.optim.seed,
+        cache_path=dc.centroid_cache or Path(cfg.out) / 'centroids.json', preload=dc.preload,
+        progress=progress, **dc.options)
     val_ds = None
     if dc.val_split:
-        val_ds = build_dataset(dc.kind, dc.root, dc.val_split, **dc.val_options)
+        val_ds = build_drives_dataset(dc.kind, dc.root, dc.val_split, **dc.val_options)
     return train_ds, val_ds
 
 
@@ -353,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     seed_everything(seed)
 
     # ---- 3. data, model, optimisation
-    train_ds, val_ds = _build_datasets(cfg)
+    train_ds, val_ds = _build_datasets(cfg, progress=d.rank == 0)
     num_classes = cfg.model.num_classes or train_ds.num_classes
     meta = _meta(cfg, train_ds, val_ds, num_classes)
 

@@ -1,12 +1,13 @@
 """How much mIoU the output resolution leaves on the table, on the held-out synthetic drives.
 
-    .venv/bin/python benchmarks/synthetic_ceiling.py --render 256x512 \\
-        --serve 128x256 256x512 --out benchmarks/results/synthetic_ceiling.json
+    .venv/bin/python benchmarks/synthetic_ceiling.py --serve 64x128 128x256 256x512 \\
+        --out benchmarks/results/synthetic_ceiling.json
 
 RegSeg (like SFNet-Lite and most real-time networks) predicts class scores at 1/4 of its input
 resolution and upsamples them bilinearly; the runtime then resizes the ids back to the camera
 (label) resolution with nearest neighbour. This script scores an *oracle* of that pipeline on
-the validation frames of ``config/train/synthetic.yaml`` (drives 1000..1007, 8 frames each):
+the validation frames of a training config (``data.val_options`` of
+``config/train/synthetic.yaml`` by default: 8 drives of 8 frames at 256x512):
 its stride-4 scores are the exact class fractions of each output cell (area average of the
 one-hot label), so everything it gets wrong is lost to the output resolution, not to learning.
 A trained network can beat the oracle only a little (sharp logits place a boundary inside a
@@ -29,6 +30,9 @@ from seg_ros.data.drives import build_drives_dataset
 from seg_ros.eval.metrics import ConfusionMatrix
 from seg_ros.metadata import CITYSCAPES_CLASSES
 from seg_ros.runtime.preprocess import compute_geometry, restore
+from seg_ros.train.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def oracle_ids(label: np.ndarray, serve: tuple[int, int], stride: int,
@@ -44,18 +48,22 @@ def oracle_ids(label: np.ndarray, serve: tuple[int, int], stride: int,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--render', default='256x512', help='label (camera) size HxW')
+    ap.add_argument('--config', type=Path, default=REPO / 'config/train/synthetic.yaml',
+                    help='training config whose data.val_options name the frames')
+    ap.add_argument('--render', default=None,
+                    help='label (camera) size HxW (default: the config size)')
     ap.add_argument('--serve', nargs='+', default=['128x256', '256x512'],
                     help='network input sizes HxW')
     ap.add_argument('--stride', type=int, default=4, help='output stride of the network')
-    ap.add_argument('--drives', type=int, default=8)
-    ap.add_argument('--length', type=int, default=8)
     ap.add_argument('--out', type=Path, default=None, help='JSON file for the results')
     args = ap.parse_args(argv)
-    render = parse_size(args.render)
-    ds = build_drives_dataset('synthetic', None, 'val', size=list(render), drives=args.drives,
-                              length=args.length, stride=23)
+    data = load_config(args.config).data
+    options = dict(data.val_options)
+    if args.render:
+        options['size'] = list(parse_size(args.render))
+    ds = build_drives_dataset(data.kind, data.root, data.val_split or 'val', **options)
     labels = [ds.load_label(i) for i in range(len(ds))]
+    render = labels[0].shape
     n = len(CITYSCAPES_CLASSES)
     results = []
     for text in args.serve:

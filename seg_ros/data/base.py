@@ -15,13 +15,19 @@ Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.nda
 class AugmentedDataset:
     """Base class: ``ds[i] = transform(*load(i), rng_for(i))``.
 
-    Subclasses set ``seed``, ``epoch`` and ``transform`` and implement ``__len__`` and
-    ``load``; ``load_label`` may be overridden when a label is cheaper alone.
+    Subclasses set ``seed``, ``epoch``, ``transform`` and ``class_names`` and implement
+    ``__len__`` and ``load``; ``load_label`` may be overridden when a label is cheaper alone.
     """
 
     seed: int = 0
     epoch: int = 0
     transform: Transform | None = None
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
+        return len(self.class_names)
 
     def __len__(self) -> int:
         raise NotImplementedError

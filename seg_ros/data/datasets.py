@@ -106,10 +106,6 @@ class SegDataset(AugmentedDataset):
         self.epoch = 0
         self.check_labels = check_labels
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     def __len__(self) -> int:
         return len(self.items)
 
@@ -168,10 +164,6 @@ class SyntheticDataset(AugmentedDataset):
         self.class_names = list(CITYSCAPES_CLASSES)
         self.palette = [list(c) for c in CITYSCAPES_PALETTE]
         self.ignore_index = IGNORE_INDEX
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     def __len__(self) -> int:
         return self.length

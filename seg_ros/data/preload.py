@@ -95,10 +95,6 @@ class PreloadedDataset(AugmentedDataset):
         self.palette = [list(c) for c in base.palette]
         self.ignore_index = base.ignore_index
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     def __len__(self) -> int:
         return len(self.images)
 

@@ -55,11 +55,16 @@ _TO_RGB: dict[str, int] = {
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUT)
 
 
-def image_to_array(msg: ImageLike) -> np.ndarray:
+def image_to_array(msg: ImageLike, max_pixels: int | None = None) -> np.ndarray:
     """Raw pixels of an Image message as (H, W[, C]) without colour conversion.
 
+    Args:
+        msg: the message (rclpy or rosbags).
+        max_pixels: refuse frames of more than this many pixels (None: no bound).
+
     Raises:
-        ImageDecodeError: unknown encoding, zero size, step too small or data too short.
+        ImageDecodeError: unknown encoding, zero or too large a size, step too small or data
+            too short.
     """
     enc = msg.encoding
     if enc not in _LAYOUT:
@@ -68,6 +73,7 @@ def image_to_array(msg: ImageLike) -> np.ndarray:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ImageDecodeError(f'empty image {w}x{h}')
+    check_pixels(w, h, max_pixels)
     bpp, channels, dtype = _LAYOUT[enc]
     if step < w * bpp:
         raise ImageDecodeError(f'step {step} < width {w} x {bpp} bytes per pixel ({enc})')
@@ -85,9 +91,12 @@ def image_to_array(msg: ImageLike) -> np.ndarray:
     return rows.reshape(h, w, channels) if channels > 1 else rows.reshape(h, w)
 
 
-def image_to_rgb(msg: ImageLike) -> np.ndarray:
-    """Decode an Image message to H x W x 3 uint8 RGB (a fresh contiguous array)."""
-    arr = image_to_array(msg)
+def image_to_rgb(msg: ImageLike, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an Image message to H x W x 3 uint8 RGB (a fresh contiguous array).
+
+    ``max_pixels`` bounds the frame size as in :func:`image_to_array`.
+    """
+    arr = image_to_array(msg, max_pixels)
     enc = msg.encoding
     if enc in ('mono16', '16UC1'):
         # Keep the 8 most significant bits: the usual 16 -> 8 bit display mapping.
@@ -98,15 +107,88 @@ def image_to_rgb(msg: ImageLike) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(arr), _TO_RGB[enc])
 
 
-def compressed_to_rgb(data: Any, fmt: str = '') -> np.ndarray:
-    """Decode a CompressedImage payload (JPEG/PNG) to H x W x 3 uint8 RGB.
+def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a ``width`` x ``height`` frame larger than ``max_pixels`` (None: no bound).
 
     Raises:
-        ImageDecodeError: empty or corrupt data.
+        ImageDecodeError: the frame is too large.
+    """
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(f'frame {width}x{height} has {width * height} pixels, more than '
+                               f'max_input_pixels={max_pixels}')
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (ITU T.81 Table B.1): every SOFn except DHT (C4), JPG (C8) and
+# DAC (CC), which share the range but carry no frame size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7, SOI, EOI.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xDA)])
+
+
+def compressed_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG or JPEG header, without decoding any pixels.
+
+    Returns:
+        The declared size, or None when ``data`` is neither a PNG nor a JPEG with a readable
+        frame header.
+    """
+    view = memoryview(data).cast('B')
+    start = bytes(view[:8])
+    if start.startswith(_PNG_SIGNATURE):
+        # The first chunk must be IHDR: length (4) 'IHDR' width (4) height (4), big-endian.
+        head = bytes(view[8:24])
+        if len(head) == 16 and head[4:8] == b'IHDR':
+            return int.from_bytes(head[8:12], 'big'), int.from_bytes(head[12:16], 'big')
+        return None
+    if not start.startswith(b'\xff\xd8'):
+        return None
+    i, n = 2, len(view)
+    while i + 4 <= n:
+        if view[i] != 0xFF:
+            return None  # lost sync: not a JPEG we can read
+        marker = view[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        length = (view[i + 2] << 8) | view[i + 3]
+        if marker in _JPEG_SOF:
+            if i + 9 > n or length < 7:
+                return None
+            height = (view[i + 5] << 8) | view[i + 6]
+            width = (view[i + 7] << 8) | view[i + 8]
+            return (width, height) if height else None  # 0: height set by a DNL marker
+        if marker == 0xDA or length < 2:  # scan data before any frame header: broken
+            return None
+        i += 2 + length
+    return None
+
+
+def compressed_to_rgb(data: Any, fmt: str = '', max_pixels: int | None = None) -> np.ndarray:
+    """Decode a CompressedImage payload (JPEG/PNG) to H x W x 3 uint8 RGB.
+
+    Args:
+        data: the payload.
+        fmt: the message's ``format`` (for error messages).
+        max_pixels: when set, only PNG and JPEG are accepted and the size their header
+            declares is checked *before* decoding, so a small file declaring a huge image
+            (a decompression bomb) is refused in microseconds without allocating it.
+
+    Raises:
+        ImageDecodeError: empty, corrupt, unreadable-header or too large data.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageDecodeError(f'empty compressed image (format {fmt!r})')
+    if max_pixels is not None:
+        size = compressed_size(buf.data)
+        if size is None:
+            raise ImageDecodeError(f'compressed image (format {fmt!r}, {buf.size} bytes) is '
+                                   'not a PNG or JPEG with a readable size header')
+        check_pixels(*size, max_pixels)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ImageDecodeError(f'cannot decode compressed image (format {fmt!r}, '

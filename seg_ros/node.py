@@ -86,6 +86,9 @@ except ImportError:
 
 NODE_NAME = 'segmentation_node'
 THROTTLE_S = 5.0  # one log line per kind of bad frame every few seconds, never a flood
+# The rate limiter re-reads max_rate_hz at least this often, so no setting (1e-6 Hz means a
+# 12-day period) can park the worker beyond what the current value asks for.
+RATE_WAIT_SLICE_S = 0.5
 
 _TYPE = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -147,6 +150,7 @@ class RuntimeSettings:
     publish_overlay: bool
     publish_confidence: bool
     max_rate_hz: float
+    max_input_pixels: int
     palette: str
     lut: np.ndarray
     class_names: tuple[str, ...]
@@ -290,10 +294,10 @@ class SegmentationPipeline:
         self.timer: Any = None
         self.worker: threading.Thread | None = None
         self.active = False
-        self.rate_dropped = 0
         # messages sent per output: diagnostics show that lazy outputs really stay idle
         self.published = dict.fromkeys(('mask', 'color', 'overlay', 'confidence'), 0)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set on stop and on run-time parameter changes
         self._reported = (0, 0)  # rejects, errors at the previous diagnostics message
         self._idle_warned = False
 
@@ -324,19 +328,33 @@ class SegmentationPipeline:
         palette_changed = self.settings is None or settings.palette != self.settings.palette
         self.values = merged
         self.settings = settings
+        self._wake.set()  # a waiting rate limiter re-reads max_rate_hz now
         if palette_changed and self.active:
             self._publish_class_names()
         self.log.info('parameters updated: ' + ', '.join(f'{k}={v}' for k, v in changes.items()))
         return SetParametersResult(successful=True)
 
     def _make_settings(self, values: dict[str, Any]) -> RuntimeSettings:
+        """The run-time settings for ``values``.
+
+        Raises:
+            SegRosError: for any problem with the palette, whatever the reader raised (a
+                binary or UTF-16 file, a 5000-deep YAML, an infinite colour ...): the caller
+                rejects the change or stops with one line, the node never dies of it.
+        """
         from seg_ros.runtime.colorize import palette_lut
 
         meta = self.seg.meta
         if values['palette'] == PALETTE_FROM_MODEL:
             names, colours = list(meta.class_names), [list(c) for c in meta.palette]
         else:
-            _, colours = load_palette(values['palette'], meta.num_classes)
+            try:
+                _, colours = load_palette(values['palette'], meta.num_classes)
+            except SegRosError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                raise SegRosError(f'cannot use palette {values["palette"]!r}: '
+                                  f'{type(exc).__name__}: {exc}') from exc
             names = list(meta.class_names)  # the model defines the classes, the file colours
         colours = colours[:meta.num_classes]
         return RuntimeSettings(
@@ -344,7 +362,8 @@ class SegmentationPipeline:
             publish_color=bool(values['publish_color']),
             publish_overlay=bool(values['publish_overlay']),
             publish_confidence=bool(values['publish_confidence']),
-            max_rate_hz=float(values['max_rate_hz']), palette=str(values['palette']),
+            max_rate_hz=float(values['max_rate_hz']),
+            max_input_pixels=int(values['max_input_pixels']), palette=str(values['palette']),
             lut=palette_lut(colours), class_names=tuple(names),
             colours=tuple(tuple(int(v) for v in c) for c in colours))
 
@@ -424,6 +443,7 @@ class SegmentationPipeline:
                                                      self._on_camera_info, qos)
         self.slot.reopen()
         self._stop.clear()
+        self._wake.clear()
         self.stats.reset_input_clock()
         self.active = True
         self.worker = threading.Thread(target=self._run, name='segmentation_worker',
@@ -438,6 +458,7 @@ class SegmentationPipeline:
         """Unsubscribe and stop the worker (the frame in flight finishes first)."""
         self.active = False
         self._stop.set()
+        self._wake.set()
         self.slot.close()
         if self.worker is not None:
             self.worker.join(timeout=30.0)
@@ -476,22 +497,15 @@ class SegmentationPipeline:
 
     # ---------------------------------------------------------------- worker
     def _run(self) -> None:
-        next_allowed = 0.0
+        last_start: float | None = None  # when the previous frame's processing began
         while not self._stop.is_set():
-            item = self.slot.take(timeout=0.5)
-            if item is None:
-                continue
-            settings = self.settings
-            if settings is not None and settings.max_rate_hz > 0:
-                wait = next_allowed - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
-                    break
-                newer = self.slot.take(timeout=0)
-                if newer is not None:  # a fresher frame came in while we waited
-                    self.rate_dropped += 1
-                    item = newer
-                next_allowed = time.monotonic() + 1.0 / settings.max_rate_hz
             try:
+                if self._rate_limited(last_start):
+                    continue  # waited (bounded); re-read the settings and the stop flag
+                item = self.slot.take(timeout=0.5)
+                if item is None:
+                    continue
+                last_start = time.monotonic()
                 self._process(*item)
             except Exception as exc:  # noqa: BLE001 - the node must survive any one frame
                 if not self.node.context.ok() or self._stop.is_set():
@@ -500,25 +514,44 @@ class SegmentationPipeline:
                 self.stats.inference_failed(reason)
                 self._error(f'processing a frame failed: {reason}')
 
+    def _rate_limited(self, last_start: float | None) -> bool:
+        """Wait while ``max_rate_hz`` forbids the next frame; True when it waited.
+
+        Frames stay in the slot meanwhile, so the newest one is served when the period ends
+        and every one it replaced is counted as dropped. The wait is a slice of at most
+        :data:`RATE_WAIT_SLICE_S` that a parameter change or a stop ends early: the period is
+        always computed from the current value, so lowering or clearing the limit takes
+        effect at once and no value can overflow a timeout.
+        """
+        settings = self.settings
+        if last_start is None or settings is None or settings.max_rate_hz <= 0:
+            return False
+        wait = last_start + 1.0 / settings.max_rate_hz - time.monotonic()
+        if wait <= 0:
+            return False
+        self._wake.wait(min(wait, RATE_WAIT_SLICE_S))
+        self._wake.clear()
+        return True
+
     def _error(self, message: str) -> None:
         text = self.throttle.check(message)
         if text is not None:
             self.log.error(text)
 
-    def _decode(self, msg: Any) -> np.ndarray:
+    def _decode(self, msg: Any, max_pixels: int) -> np.ndarray:
         if isinstance(msg, CompressedImage):
-            return compressed_to_rgb(msg.data, msg.format)
-        return image_to_rgb(msg)
+            return compressed_to_rgb(msg.data, msg.format, max_pixels)
+        return image_to_rgb(msg, max_pixels)
 
     def _process(self, msg: Any, received: float) -> None:
+        settings = self.settings
+        if settings is None or self.seg is None:
+            return
         try:
-            rgb = self._decode(msg)
+            rgb = self._decode(msg, settings.max_input_pixels)
         except ImageDecodeError as exc:
             self.stats.frame_rejected(str(exc))
             self._error(f'rejected frame (frame_id {msg.header.frame_id!r}): {exc}')
-            return
-        settings = self.settings
-        if settings is None or self.seg is None:
             return
         pubs = self.pubs
         want_conf = (settings.publish_confidence
@@ -602,8 +635,8 @@ class SegmentationPipeline:
             self.pubs['label_info'].publish(msg)
 
     def frames_dropped(self) -> int:
-        """Frames never processed: replaced in the slot or skipped by ``max_rate_hz``."""
-        return self.slot.dropped + self.rate_dropped
+        """Frames never processed: replaced in the slot (under load or ``max_rate_hz``)."""
+        return self.slot.dropped
 
     def _publish_diagnostics(self) -> None:
         snap = self.stats.snapshot(self.frames_dropped())
@@ -622,6 +655,8 @@ class SegmentationPipeline:
             'network input': ('x'.join(str(v) for v in reversed(seg.input_size))
                               if seg is not None else 'n/a'),
             'input topic': topic,
+            'max rate (Hz)': (f'{self.settings.max_rate_hz:g}' if self.settings is not None
+                              and self.settings.max_rate_hz > 0 else 'unlimited'),
             **{f'published {k}': str(v) for k, v in self.published.items()},
         }
         warn_s = float(self.values.get('no_input_warn_s', 0.0)) if self.active else 0.0

@@ -23,6 +23,7 @@ RELIABILITIES: tuple[str, ...] = ('best_effort', 'reliable', 'system_default')
 DURABILITIES: tuple[str, ...] = ('volatile', 'transient_local', 'system_default')
 HISTORIES: tuple[str, ...] = ('keep_last', 'keep_all', 'system_default')
 PALETTE_FROM_MODEL = 'model'
+MAX_INPUT_PIXELS = 7680 * 4320  # 8K UHD: the largest camera frame a robot plausibly sends
 _DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 
 
@@ -99,6 +100,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               int_range=(0, 256)),
     ParamSpec('input_compressed', False, 'subscribe to image/compressed '
               '(sensor_msgs/CompressedImage, JPEG or PNG) instead of image'),
+    ParamSpec('max_input_pixels', MAX_INPUT_PIXELS, 'largest camera frame accepted, in pixels '
+              '(width x height; default 8K UHD): larger raw frames and compressed images whose '
+              'PNG/JPEG header declares more are rejected and counted before any decoding, so '
+              'a decompression bomb costs milliseconds, not gigabytes', runtime=True,
+              int_range=(1, 1 << 30)),
     ParamSpec('output_size', 'input', 'resolution of the published images: the camera '
               "frame's (input) or the network's (network; nearest-neighbour for ids)",
               choices=OUTPUT_SIZES),

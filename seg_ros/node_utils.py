@@ -66,9 +66,14 @@ class FrameSlot(Generic[T]):
             return n
 
     def close(self) -> None:
-        """Wake the worker for good: :meth:`take` returns None from now on."""
+        """Wake the worker for good: :meth:`take` returns None from now on.
+
+        A pending item is discarded and counted as dropped, so the counts keep adding up
+        across a lifecycle deactivation.
+        """
         with self._cond:
             self._closed = True
+            self.dropped += int(self._item is not None)
             self._item = None
             self._cond.notify_all()
 

@@ -12,6 +12,7 @@ import torch
 from seg_ros.encodings import (
     ImageDecodeError,
     array_to_image_fields,
+    compressed_size,
     compressed_to_rgb,
     encode_compressed,
     image_to_rgb,
@@ -21,6 +22,7 @@ from seg_ros.eval.metrics import ConfusionMatrix, confusion_matrix, iou_per_clas
 from seg_ros.metadata import CITYSCAPES_CLASSES, ModelMeta, load_palette
 from seg_ros.models.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from seg_ros.runtime.normalize import Normalize
+from seg_ros.testing.images import png_bomb
 
 
 def test_meta_json_round_trip_and_validation():
@@ -140,6 +142,51 @@ def test_compressed_and_fields_round_trip():
         compressed_to_rgb(b'\xff\xd8 not a jpeg', 'jpeg')
     fields = array_to_image_fields(rgb, 'rgb8')
     np.testing.assert_array_equal(image_to_rgb(types.SimpleNamespace(**fields)), rgb)
+
+
+def test_compressed_size_reads_png_and_jpeg_headers():
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (7, 300), (241, 3), (64, 129)):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for ext, params in (('.png', []), ('.jpg', []),
+                            ('.jpg', [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
+            data = cv2.imencode(ext, rgb, params)[1].tobytes()
+            assert compressed_size(data) == (w, h), (ext, params)
+    assert compressed_size(png_bomb(20000, 20000)) == (20000, 20000)
+    bmp = cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    for unreadable in (b'', b'\xff\xd8', b'\x89PNG\r\n\x1a\n', bmp,
+                       b'\xff\xd8\xff\xe0 not a jpeg at all'):
+        assert compressed_size(unreadable) is None, unreadable[:12]
+
+
+def test_decompression_bomb_refused_before_decoding(monkeypatch):
+    bomb = png_bomb(20000, 20000)
+    assert len(bomb) < 64_000  # 1.2 GB of pixels once decoded
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('the bomb reached the decoder')
+
+    monkeypatch.setattr(cv2, 'imdecode', no_decoding)
+    with pytest.raises(ImageDecodeError, match='max_input_pixels=33177600'):
+        compressed_to_rgb(bomb, 'png', max_pixels=7680 * 4320)
+    bmp = b'BM' + bytes(100)
+    with pytest.raises(ImageDecodeError, match='not a PNG or JPEG'):
+        compressed_to_rgb(bmp, 'bmp', max_pixels=100)
+
+
+def test_frame_size_bound():
+    small = png_bomb(40, 30)
+    assert compressed_to_rgb(small, 'png', max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(ImageDecodeError, match='40x30 has 1200 pixels'):
+        compressed_to_rgb(small, 'png', max_pixels=1199)
+    msg = _msg(np.zeros((30, 40, 3), np.uint8), 'rgb8')
+    assert image_to_rgb(msg, max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(ImageDecodeError, match='max_input_pixels=1199'):
+        image_to_rgb(msg, max_pixels=1199)
+    lying = _msg(np.zeros((2, 2, 3), np.uint8), 'rgb8')
+    lying.height, lying.width, lying.step = 100_000, 100_000, 300_000  # 30 GB claimed
+    with pytest.raises(ImageDecodeError, match='max_input_pixels'):
+        image_to_rgb(lying, max_pixels=7680 * 4320)
 
 
 def test_normalize_matches_formula():

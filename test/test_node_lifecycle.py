@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from seg_ros.encodings import compressed_to_rgb, encode_compressed
+from seg_ros.testing.images import png_bomb
 from seg_ros.testing.node_harness import (
     LIFECYCLE_MODULE,
     NodeProcess,
@@ -174,6 +175,21 @@ def test_corrupt_jpeg_rejected_then_good_frames(lc: Lifecycle, frame: np.ndarray
     assert int(lc.diag()['frames rejected']) == rejected + 3
     log = lc.proc.log()
     assert 'cannot decode compressed image' in log and 'empty compressed image' in log
+
+
+def test_png_bomb_rejected_without_decoding(lc: Lifecycle, frame: np.ndarray) -> None:
+    """A 48 KB PNG declaring 20000x20000 (1.2 GB decoded) is refused from its header."""
+    rejected = int(lc.diag()['frames rejected'])
+    bomb = lc.jpeg(frame, png_bomb(20000, 20000))
+    bomb.format = 'png'
+    assert lc.answered(bomb, 1.0) is None
+    assert lc.answered(lc.jpeg(frame), 20) is not None  # the next good frame is served
+    deadline = time.monotonic() + 5
+    while int(lc.diag()['frames rejected']) < rejected + 1 and time.monotonic() < deadline:
+        pass
+    values = lc.diag()
+    assert int(values['frames rejected']) == rejected + 1
+    assert '20000x20000' in values['last error'] and 'max_input_pixels' in values['last error']
 
 
 def test_incompatible_publisher_qos_is_reported(lc: Lifecycle) -> None:

@@ -346,18 +346,28 @@ def test_class_names_latched(h: Harness) -> None:
 
 
 def test_overload_keeps_newest_and_counts_drops(h: Harness, frame: np.ndarray) -> None:
+    """A burst that meets a busy worker: the slot sheds load and the newest frame wins.
+
+    The worker is made busy by the node's own ``max_rate_hz`` (1 Hz: after the first frame of
+    the burst it serves nothing for a second), not by a slow model, so the burst outruns it on
+    any machine: a 64x128 model alone keeps up with this publisher on a fast idle CPU.
+    """
     store = h.client.received[f'{NODE}/mask']
     keys = ('frames received', 'frames processed', 'frames dropped', 'frames rejected')
-    start = h.diag()
-    stamps = [h.stamp() for _ in range(30)]
-    for s in stamps:  # far faster than inference: the slot must shed load
-        h.pub.publish(make_image(frame, stamp=s))
-        h.client.spin_for(0.002)
-    assert h.client.spin_until(lambda: stamps[-1] in store, 20, h.check), \
-        'the newest frame was not processed'
-    answered = sum(s in store for s in stamps)
-    h.client.spin_for(0.5)
-    values = h.diag()
+    assert all(r.successful for r in h.client.set_parameters(NODE, {'max_rate_hz': 1.0}))
+    try:
+        start = h.diag()
+        stamps = [h.stamp() for _ in range(30)]
+        for s in stamps:  # far faster than the worker may take frames: the slot sheds load
+            h.pub.publish(make_image(frame, stamp=s))
+            h.client.spin_for(0.002)
+        assert h.client.spin_until(lambda: stamps[-1] in store, 20, h.check), \
+            'the newest frame was not processed'
+        answered = sum(s in store for s in stamps)
+        h.client.spin_for(0.5)
+        values = h.diag()
+    finally:
+        assert all(r.successful for r in h.client.set_parameters(NODE, {'max_rate_hz': 0.0}))
     delta = {k: int(values[k]) - int(start[k]) for k in keys}
     assert answered < len(stamps)
     assert delta['frames dropped'] >= 1 and delta['frames rejected'] == 0
@@ -365,7 +375,70 @@ def test_overload_keeps_newest_and_counts_drops(h: Harness, frame: np.ndarray) -
     assert delta['frames received'] == delta['frames processed'] + delta['frames dropped']
     assert delta['frames processed'] == answered
     assert values['backend'] == 'torch' and values['model'] == 'regseg48'
+    assert values['max rate (Hz)'] == '1'
     assert values['latency p99 (ms)'] != 'n/a' and values['inference p50 (ms)'] != 'n/a'
+
+
+def test_tiny_max_rate_never_parks_the_worker(h: Harness, offline: Any,
+                                              frame: np.ndarray) -> None:
+    """1e-6 Hz is a 12-day period: clearing it must bring frames back at once."""
+    h.roundtrip(make_image(frame, stamp=h.stamp()))  # a frame starts the period
+    for rate in (1e-6, 1e-11):  # 1e-11 once overflowed threading's timeout
+        assert all(r.successful for r in h.client.set_parameters(NODE, {'max_rate_hz': rate}))
+        h.pub.publish(make_image(frame, stamp=h.stamp()))  # waits for the period to end
+        h.client.spin_for(0.3)
+        assert h.diag()['max rate (Hz)'] == f'{rate:g}'
+    assert all(r.successful for r in h.client.set_parameters(NODE, {'max_rate_hz': 0.0}))
+    msg = make_image(frame, stamp=h.stamp())
+    np.testing.assert_array_equal(_ids(h.roundtrip(msg, timeout=5.0)), offline(frame).ids)
+    assert 'Traceback' not in h.node_proc.log()
+
+
+def test_hostile_palettes_are_refused_and_the_node_lives(h: Harness, offline: Any,
+                                                         frame: np.ndarray, checkpoint: Path,
+                                                         tmp_path: Path) -> None:
+    """Files that exist but are no palette: a rejected parameter with a reason, never a crash."""
+    utf16 = tmp_path / 'utf16.yaml'
+    utf16.write_text('classes:\n' + ''.join(f'  - {{name: c{i}, color: [1, 2, 3]}}\n'
+                                             for i in range(19)), encoding='utf-16')
+    infinite = tmp_path / 'inf.yaml'
+    infinite.write_text('classes:\n' + ''.join(f'  - {{name: c{i}, color: [.inf, 0, 0]}}\n'
+                                                for i in range(19)))
+    deep = tmp_path / 'deep.yaml'
+    deep.write_text('[' * 5000 + ']' * 5000)
+    binary = tmp_path / 'model.onnx'
+    binary.write_bytes(bytes(range(256)) * 64)
+    for bad in (checkpoint, utf16, infinite, deep, binary):
+        (result,) = h.client.set_parameters(NODE, {'palette': str(bad)})
+        assert not result.successful, bad.name
+        assert result.reason, bad.name
+        h.check()
+    np.testing.assert_array_equal(_ids(h.roundtrip(make_image(frame, stamp=h.stamp()))),
+                                  offline(frame).ids)
+    assert 'Traceback' not in h.node_proc.log()
+
+
+def test_frames_over_max_input_pixels_are_rejected(h: Harness, offline: Any,
+                                                   frame: np.ndarray) -> None:
+    store = h.client.received[f'{NODE}/mask']
+    rejected = int(h.diag()['frames rejected'])
+    assert all(r.successful for r in h.client.set_parameters(NODE, {'max_input_pixels':
+                                                                     H * W - 1}))
+    try:
+        s = h.stamp()
+        h.pub.publish(make_image(frame, stamp=s))
+        values = h.wait_diag('frames rejected', lambda v: int(v) > rejected)
+        if int(values['frames rejected']) == rejected:  # a lost best-effort sample: once more
+            h.pub.publish(make_image(frame, stamp=s))
+            values = h.wait_diag('frames rejected', lambda v: int(v) > rejected)
+        assert int(values['frames rejected']) == rejected + 1
+        assert 'max_input_pixels' in values['last error']
+        assert s not in store
+    finally:
+        assert all(r.successful for r in h.client.set_parameters(NODE, {'max_input_pixels':
+                                                                         H * W}))
+    np.testing.assert_array_equal(_ids(h.roundtrip(make_image(frame, stamp=h.stamp()))),
+                                  offline(frame).ids)
 
 
 def test_max_rate_limits_processing(h: Harness, frame: np.ndarray) -> None:

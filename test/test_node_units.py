@@ -184,3 +184,12 @@ def test_docs_parameter_table_is_current() -> None:
     text = (Path(__file__).resolve().parents[1] / 'docs' / 'node.md').read_text()
     assert markdown_table() in text, ('docs/node.md: paste seg_ros.node_params.markdown_table()'
                                       ' into the Parameters section')
+
+
+def test_frame_slot_close_counts_the_pending_frame() -> None:
+    slot: FrameSlot[int] = FrameSlot()
+    slot.put(1)
+    slot.close()  # deactivation with a frame waiting: it is dropped, and counted
+    assert (slot.received, slot.dropped) == (1, 1)
+    slot.close()  # nothing pending: nothing more counted
+    assert slot.dropped == 1

@@ -485,6 +485,8 @@ def test_incompatible_subscriber_qos_is_reported(h: Harness) -> None:
 def test_startup_errors_are_one_clear_line(checkpoint: Path, tmp_path: Path) -> None:
     corrupt = tmp_path / 'damaged.onnx'
     corrupt.write_bytes(b'this is not a protobuf' * 10)
+    utf16 = tmp_path / 'palette_utf16.yaml'
+    utf16.write_text('classes:\n  - {name: a, color: [1, 2, 3]}\n', encoding='utf-16')
     cases = {
         'missing': (['-p', 'model:=/no/such/model.onnx'], 'model file not found'),
         'backend': (['-p', f'model:={checkpoint}', '-p', 'backend:=tensorflow'],
@@ -492,6 +494,9 @@ def test_startup_errors_are_one_clear_line(checkpoint: Path, tmp_path: Path) -> 
         'alpha': (['-p', f'model:={checkpoint}', '-p', 'overlay_alpha:=3.0'], 'overlay_alpha'),
         'no_model': ([], "'model' is required"),
         'corrupt': (['-p', f'model:={corrupt}'], 'cannot load model'),
+        'palette': (['-p', f'model:={checkpoint}', '-p', f'palette:={utf16}'], 'palette'),
+        'binary_palette': (['-p', f'model:={checkpoint}', '-p', f'palette:={checkpoint}'],
+                           'palette'),
     }
     procs = {}
     for name, (args, _) in cases.items():

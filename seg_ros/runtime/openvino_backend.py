@@ -1,0 +1,153 @@
+"""OpenVINO backend: seg_ros ONNX exports on x86 CPUs, bf16 where the CPU has it.
+
+Many robots run perception on an x86 CPU (NUC-class boards, industrial PCs). OpenVINO reads our
+exported ONNX files as they are (uint8 NHWC images in, uint8 ids and confidence out) and keeps
+the ONNX ``metadata_props`` under ``rt_info['framework']``, so neither ``onnx`` nor ONNX
+Runtime is needed to run one. Compiled models are cached in ``engine_cache_dir`` (OpenVINO's
+``CACHE_DIR``): the second start skips compilation.
+
+Precisions (``INFERENCE_PRECISION_HINT``): ``fp32`` (``f32``) everywhere; ``bf16`` only on CPUs
+that compute it natively (AVX512_BF16 or AMX), refused elsewhere, since an emulated bf16 is
+slower than fp32; ``fp16`` only on an Intel GPU (``device`` ``gpu`` / ``gpu:N``), which this
+project cannot test (no Intel GPU on its machines).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import threading
+from typing import Any
+
+import numpy as np
+
+from seg_ros.errors import SegRosError
+from seg_ros.metadata import ModelMeta
+from seg_ros.runtime.backends import META_KEY, Backend
+from seg_ros.runtime.cpu import BF16_FLAGS, cpu_info
+
+PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+
+
+def available() -> bool:
+    """True when the ``openvino`` package imports."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ov_device(device: str) -> str:
+    """OpenVINO's name for a seg_ros ``device``: ``cpu`` -> ``CPU``, ``gpu:1`` -> ``GPU.1``.
+
+    Raises:
+        SegRosError: a CUDA device or anything else OpenVINO does not run on.
+    """
+    dev = device.strip().lower()
+    if dev == 'cpu':
+        return 'CPU'
+    if dev == 'gpu' or (dev.startswith('gpu:') and dev[4:].isdigit()):
+        return 'GPU' + ('.' + dev[4:] if ':' in dev else '')
+    raise SegRosError(f'openvino runs on cpu or an Intel gpu[:N], not {device!r} (for CUDA '
+                      'use tensorrt, onnxruntime or torch)')
+
+
+def read_ov_meta(model: Any, path: str | os.PathLike[str]) -> ModelMeta:
+    """The :class:`ModelMeta` an ``openvino.Model`` read from our ONNX carries in rt_info."""
+    try:
+        text = model.get_rt_info(['framework', META_KEY]).astype(str)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own type for a missing key
+        raise SegRosError(f'{path}: no seg_ros metadata in the ONNX file (export it with '
+                          '`seg-ros export`)') from exc
+    return ModelMeta.from_json(text)
+
+
+class OpenVinoBackend(Backend):
+    """An exported ONNX pipeline compiled by OpenVINO.
+
+    Args:
+        path: ONNX file from :func:`seg_ros.runtime.export.export_onnx` (an fp32 export: the
+            precision is OpenVINO's choice at compile time, not the file's).
+        device: ``cpu``, or ``gpu`` / ``gpu:N`` for an Intel GPU (untested here).
+        precision: ``fp32``, ``bf16`` (CPUs with AVX512_BF16/AMX) or ``fp16`` (Intel GPU).
+        threads: inference threads (None: OpenVINO's choice, the physical cores).
+        cache_dir: folder for OpenVINO's compiled-model cache (None: no cache).
+    """
+
+    name = 'openvino'
+
+    def __init__(self, path: str | os.PathLike[str], device: str = 'cpu',
+                 precision: str = 'fp32', threads: int | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        import openvino as ov
+
+        path = Path(path)
+        if not path.is_file():
+            raise SegRosError(f'ONNX file not found: {path}')
+        target = ov_device(device)
+        if precision not in PRECISION_HINTS:
+            raise SegRosError(f'openvino precision must be one of '
+                              f'{", ".join(PRECISION_HINTS)}, got {precision!r}')
+        if target == 'CPU' and precision == 'fp16':
+            raise SegRosError('fp16 on openvino needs an Intel GPU (device gpu); on the CPU '
+                              'use fp32 or bf16')
+        cpu = cpu_info()
+        if target == 'CPU' and precision == 'bf16' and not cpu.native_bf16:
+            raise SegRosError(f'bf16 needs a CPU with native bf16 ({" or ".join(BF16_FLAGS)});'
+                              f' this one is {cpu.summary()}: use fp32')
+        core = ov.Core()
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            core.set_property({'CACHE_DIR': str(cache_dir)})
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:
+            raise SegRosError(f'{path}: OpenVINO cannot read it: '
+                              f'{str(exc).strip().splitlines()[0]}') from exc
+        self.meta = read_ov_meta(model, path)
+        inputs = model.inputs
+        shape = inputs[0].get_partial_shape()
+        if (len(inputs) != 1 or shape.rank.get_length() != 4 or not shape[1].is_static
+                or not shape[2].is_static):
+            raise SegRosError(f'{path}: expected one (N, H, W, 3) uint8 input with fixed H, W,'
+                              f' got {shape}')
+        self.input_size = (shape[1].get_length(), shape[2].get_length())
+        self.max_batch = shape[0].get_length() if shape[0].is_static else 1 << 16
+        outputs = [o.get_any_name() for o in model.outputs]
+        if 'ids' not in outputs:
+            raise SegRosError(f'{path}: no "ids" output (outputs: {outputs})')
+        self.has_confidence = 'confidence' in outputs
+        config: dict[str, Any] = {'INFERENCE_PRECISION_HINT': PRECISION_HINTS[precision],
+                                  'PERFORMANCE_HINT': 'LATENCY'}
+        if threads and target == 'CPU':
+            config['INFERENCE_NUM_THREADS'] = int(threads)
+        self.compiled = core.compile_model(model, target, config)
+        self.precision = precision
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: one caller at a time
+        self._ids = self.compiled.output('ids')
+        self._conf = self.compiled.output('confidence') if self.has_confidence else None
+        self.device = f'{target} ({cpu.model})' if target == 'CPU' else target
+
+    def infer(self, batch: np.ndarray,
+              confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check_batch(batch)
+        if confidence and not self.has_confidence:
+            raise SegRosError('this ONNX file was exported without a confidence output '
+                              '(re-export without --no-confidence)')
+        with self._lock:
+            out = self._request.infer({0: batch})
+            # The request reuses its output buffers on the next call: hand out copies.
+            ids = np.array(out[self._ids], copy=True)
+            conf = np.array(out[self._conf], copy=True) if confidence else None
+        return ids, conf
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info['precision'] = self.precision
+        info['cpu'] = cpu_info().summary()
+        return info
+
+    def close(self) -> None:
+        self._request = None  # type: ignore[assignment]
+        self.compiled = None  # type: ignore[assignment]

@@ -47,6 +47,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'bench': ('benchmark the segmentation pipeline on a backend', 'seg_ros.runtime.commands'),
     'predict': ('segment image files and write masks, colours and overlays',
                 'seg_ros.runtime.commands'),
+    'quantize': ('int8 ONNX for CPUs, written only if it keeps the fp32 ids (NNCF)',
+                 'seg_ros.runtime.commands'),
     'synth': ('generate a synthetic driving-scene dataset', 'seg_ros.data.commands'),
     'train': ('train a model from a YAML config (torchrun for many GPUs)',
               'seg_ros.train.commands'),

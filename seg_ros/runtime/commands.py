@@ -1,4 +1,4 @@
-"""``seg-ros export | build-engine | bench | predict``."""
+"""``seg-ros export | build-engine | bench | predict | quantize``."""
 from __future__ import annotations
 
 import argparse
@@ -267,9 +267,58 @@ def _predict_run(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
+# ---------------------------------------------------------------------------- quantize
+def _quantize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('onnx', help='fp32 ONNX file from `seg-ros export`')
+    p.add_argument('--calib', required=True,
+                   help='frames: an image folder or a rosbag2 (dir/.mcap/.db3)')
+    p.add_argument('--calib-topic', default=None, help='image topic in the bag')
+    p.add_argument('--frames', type=int, default=64,
+                   help='frames read from the source, spread evenly over it (default 64)')
+    p.add_argument('--held-out', type=int, default=16,
+                   help='of those, frames kept out of calibration to measure the ids '
+                        'agreement with fp32 (default 16)')
+    p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch',
+                   help='how frames are fitted to the network input, as on the robot')
+    p.add_argument('--min-agreement', type=float, default=0.99,
+                   help='write the int8 file only if this share of held-out pixels keeps '
+                        'its fp32 class id (default 0.99)')
+    p.add_argument('--threads', type=int, default=None, help='CPU threads for the check')
+    p.add_argument('--out', required=True, help='int8 .onnx file to write')
+
+
+def _quantize_run(args: argparse.Namespace) -> int:
+    from seg_ros.runtime.backends import read_onnx_meta
+    from seg_ros.runtime.calibration import CalibrationData
+    from seg_ros.runtime.cpu import cpu_info
+    from seg_ros.runtime.quantize import quantize_onnx, require_fp32_export, split_frames
+
+    _setup_logging()
+    meta = read_onnx_meta(args.onnx)
+    import onnx
+
+    require_fp32_export(onnx.load(args.onnx, load_external_data=False), args.onnx)  # fail fast
+    h, w = meta.input_size
+    data = CalibrationData(args.calib, (h, w), num_frames=args.frames, batch_size=1,
+                           topic=args.calib_topic, resize_mode=args.resize_mode,
+                           mean=tuple(meta.mean))  # type: ignore[arg-type]
+    calib, held_out = split_frames(list(data.frames()), args.held_out)
+    report = quantize_onnx(args.onnx, calib, held_out, args.out, args.min_agreement,
+                           args.threads)
+    print(f'int8 vs fp32 ids agreement on {report.held_out_frames} held-out frames: '
+          f'{report.agreement:.2%} (worst frame {report.worst_frame:.2%}); calibrated on '
+          f'{report.calibration_frames} frames; CPU {cpu_info().summary()}')
+    if not report.written:
+        raise SegRosError(f'int8 keeps {report.agreement:.2%} of the ids, below '
+                          f'--min-agreement {args.min_agreement:.2%}: {args.out} not written')
+    print(f'wrote {args.out}')
+    return 0
+
+
 COMMANDS = {
     'export': (_export_args, _export_run),
     'build-engine': (_build_args, _build_run),
     'bench': (_bench_args, _bench_run),
     'predict': (_predict_args, _predict_run),
+    'quantize': (_quantize_args, _quantize_run),
 }

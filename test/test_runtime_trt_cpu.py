@@ -554,3 +554,18 @@ def test_cached_export_sidecar_is_json_with_size_and_sha(tmp_path: Path,
     record = json.loads(out.with_name(out.name + '.json').read_text())
     assert record['size'] == out.stat().st_size
     assert record['sha256'] == ec.file_sha256(out)
+
+
+def test_trt_backend_imports_without_opencv_or_rclpy(tmp_path: Path) -> None:
+    """A bare CUDA machine (benchmarks/gpu_check.py) has neither OpenCV nor rclpy."""
+    from seg_ros.runtime import calibration, preprocess
+
+    assert calibration.RESIZE_MODES == preprocess.RESIZE_MODES
+    code = ('import sys\n'
+            'sys.modules["cv2"] = None\n'  # import cv2 -> ImportError
+            'sys.modules["rclpy"] = None\n'
+            'import seg_ros.runtime.trt_backend, seg_ros.runtime.engine_cache\n'
+            'print("ok")\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr

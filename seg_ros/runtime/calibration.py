@@ -19,12 +19,14 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from seg_ros.errors import SegRosError
 from seg_ros.fileio import atomic_write_bytes
-from seg_ros.runtime.preprocess import RESIZE_MODES, compute_geometry, pad_value, prepare
+
+# OpenCV (and the preprocess module, which needs it) only when frames are read: loading an
+# engine through trt_backend must work where OpenCV is not installed (a bare CUDA machine).
+RESIZE_MODES = ('stretch', 'letterbox')  # == seg_ros.runtime.preprocess.RESIZE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class CalibrationData:
         self.batch_size = batch_size
         self.topic = topic
         self.resize_mode = resize_mode
-        self.fill = pad_value(mean)
+        self.mean = tuple(float(m) for m in mean)
         self.is_bag = _is_bag(self.source)
         if not self.is_bag:
             if not self.source.is_dir():
@@ -111,7 +113,16 @@ class CalibrationData:
                               f'{int(st.st_mtime)}'.encode())
         return digest.hexdigest()[:16]
 
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        """Letterbox padding colour (the normalisation mean, as at run time)."""
+        from seg_ros.runtime.preprocess import pad_value
+
+        return pad_value(self.mean)
+
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
+        from seg_ros.runtime.preprocess import compute_geometry, prepare
+
         geo = compute_geometry(rgb.shape[:2], self.input_size, self.resize_mode)
         return prepare(rgb, geo, 'rgb', self.fill, out=np.empty((*self.input_size, 3),
                                                                    np.uint8))
@@ -119,6 +130,8 @@ class CalibrationData:
     def frames(self) -> Iterator[np.ndarray]:
         """Network-size (H, W, 3) uint8 RGB frames."""
         if not self.is_bag:
+            import cv2
+
             for p in self.files:
                 bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
                 if bgr is None:

@@ -551,8 +551,11 @@ class TrtBackend(Backend):
     @staticmethod
     def _engine_device_memory(engine: trt.ICudaEngine) -> int:
         """Activation memory of one execution context, in bytes."""
-        if trt_version()[:2] >= DEVICE_MEMORY_V2_FROM:
-            return int(engine.device_memory_size_v2)  # v1 deprecated from 10.1
+        # v2 (weight-streaming aware) exists from 10.1, where v1 is deprecated; 8.5-10.0
+        # have only v1. hasattr as well: the exact release is from the bindings' docs.
+        if trt_version()[:2] >= DEVICE_MEMORY_V2_FROM and hasattr(engine,
+                                                                  'device_memory_size_v2'):
+            return int(engine.device_memory_size_v2)
         return int(engine.device_memory_size)
 
     @classmethod

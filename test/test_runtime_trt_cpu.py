@@ -8,6 +8,7 @@ and the loader's refusals. Where TensorRT or CUDA would be needed, the test repl
 """
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
@@ -354,6 +355,9 @@ def test_engine_key_has_opt_batch_tf32_sm_count_and_memory(
     nx = ec.GpuInfo('Orin', '8.7', 8, 15389)
     assert '8 SMs' in ec.foreign_reason(side, '10.3.0', nx)
     assert ec.make_engine_key(dyn, 'fp32', '10.3.0', nx, max_batch=4).digest() != key.digest()
+    old_side = ec.Sidecar(key=replace(key, sm_count=0, total_memory_mb=0),
+                          meta=ModelMeta(model='m'), engine_sha256='')
+    assert 'predates' in ec.foreign_reason(old_side, '10.3.0', GPU)
 
 
 def test_build_engine_on_start_false_names_the_command(tmp_path: Path,
@@ -483,18 +487,29 @@ def test_bare_name_is_refused_for_tensorrt(tmp_path: Path) -> None:
     assert not (tmp_path / 'onnx').exists()
 
 
-def test_bare_name_export_is_cached_validated_and_repaired(tmp_path: Path,
-                                                           fast_export: list[Path]) -> None:
+def test_bare_name_export_is_cached_validated_and_repaired(
+        tmp_path: Path, fast_export: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
     from seg_ros.runtime.segmenter import _export_cached, cached_export_problem
 
-    tmp_before = {p.name for p in Path(tempfile.gettempdir()).glob('seg_ros_*')}
-    first = _export_cached('regseg48', None, (32, 64), False, tmp_path)
-    assert first.parent == tmp_path / 'onnx' and cached_export_problem(first) is None
-    assert _export_cached('regseg48', None, (32, 64), False, tmp_path) == first
+    systmp = tmp_path / 'systmp'  # this test's own system temp folder
+    systmp.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(systmp))
+    old = time.time() - 2 * 3600
+    legacy, other = systmp / 'seg_ros_ab12cd_3', systmp / 'seg_ros_zz99yy88'
+    for folder, name in ((legacy, 'regseg48_64x128.onnx'), (other, 'notes.txt')):
+        folder.mkdir()
+        (folder / name).write_bytes(b'x')
+        os.utime(folder, (old, old))
+    cache = tmp_path / 'cache'
+    first = _export_cached('regseg48', None, (32, 64), False, cache)
+    assert first.parent == cache / 'onnx' and cached_export_problem(first) is None
+    assert _export_cached('regseg48', None, (32, 64), False, cache) == first
     assert len(fast_export) == 1  # second start: no export, same file, same sha
-    assert {p.name for p in Path(tempfile.gettempdir()).glob('seg_ros_*')} == tmp_before
+    # no temp export per run; an old per-run export of earlier versions is removed
+    assert sorted(p.name for p in systmp.glob('seg_ros*')) == [other.name]
+    tmp_path = cache
     # truncated (disk full, killed copy): detected and exported again
     data = first.read_bytes()
     first.write_bytes(data[:len(data) // 2])

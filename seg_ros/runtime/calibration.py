@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -275,7 +276,8 @@ class CalibrationRun:
             return self.cache_file.read_bytes()
         return None
 
-    def write_calibration_cache(self, cache: bytes | memoryview) -> None:
+    def write_calibration_cache(self, cache: bytes | memoryview | Any) -> None:
+        """Keep TensorRT's calibration table (any buffer), only after a complete run."""
         if self.error is not None or not self.finished:
             log.warning('calibration incomplete: no calibration cache written')
             return

@@ -258,6 +258,9 @@ def foreign_reason(side: Sidecar, trt_version: str, gpu_name: str | GpuInfo,
     if (k.gpu_name, k.compute_capability) != (gpu.name, gpu.compute_capability):
         diffs.append(f'built for {k.gpu_name} (sm {k.compute_capability}), this GPU is '
                      f'{gpu.name} (sm {gpu.compute_capability})')
+    elif gpu.sm_count and not k.sm_count:
+        diffs.append('the sidecar predates the SM count / memory check (Jetson modules share '
+                     'name and compute capability)')
     elif gpu.sm_count and (k.sm_count, k.total_memory_mb) != (gpu.sm_count,
                                                                gpu.total_memory_mb):
         diffs.append(f'built for a {k.gpu_name} with {k.sm_count} SMs and {k.total_memory_mb} '

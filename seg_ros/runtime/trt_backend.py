@@ -209,7 +209,7 @@ def _make_calibrator(run: CalibrationRun) -> trt.IInt8EntropyCalibrator2:
             return run.read_calibration_cache()
 
         def write_calibration_cache(self, cache: Any) -> None:
-            run.write_calibration_cache(memoryview(cache))
+            run.write_calibration_cache(cache)
 
     return _Calibrator()
 

@@ -487,6 +487,7 @@ def test_bare_name_is_refused_for_tensorrt(tmp_path: Path) -> None:
     assert not (tmp_path / 'onnx').exists()
 
 
+@pytest.mark.slow
 def test_bare_name_export_is_cached_validated_and_repaired(
         tmp_path: Path, fast_export: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
@@ -584,3 +585,24 @@ def test_trt_backend_imports_without_opencv_or_rclpy(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
+
+
+def test_build_engine_command_is_what_the_cli_parses() -> None:
+    import argparse
+    import shlex
+
+    from seg_ros.runtime.commands import _build_args
+
+    cmd = trt_backend.build_engine_command('/share/my model.onnx', 'int8', '/c', max_batch=4,
+                                           device='cuda:1', calib='/data/drive',
+                                           calib_topic='/cam', resize_mode='letterbox',
+                                           opt_batch=2, allow_tf32=False, out='/e.engine')
+    assert cmd.startswith("seg-ros build-engine '/share/my model.onnx' --precision int8")
+    parser = argparse.ArgumentParser()
+    _build_args(parser)
+    args = parser.parse_args(shlex.split(cmd)[2:])
+    assert (args.onnx, args.precision, args.out, args.max_batch, args.opt_batch) == \
+        ('/share/my model.onnx', 'int8', '/e.engine', 4, 2)
+    assert (args.device, args.calib, args.calib_topic, args.resize_mode) == \
+        ('cuda:1', '/data/drive', '/cam', 'letterbox')
+    assert args.cache_dir is None  # --out names the engine

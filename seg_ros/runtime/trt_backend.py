@@ -112,10 +112,13 @@ def build_engine_command(onnx_path: str | os.PathLike[str], precision: str,
                          cache_dir: str | os.PathLike[str] | None = None, max_batch: int = 1,
                          device: str = 'cuda', calib: str | os.PathLike[str] | None = None,
                          calib_topic: str | None = None, resize_mode: str = 'stretch',
-                         opt_batch: int | None = None, allow_tf32: bool = False) -> str:
+                         opt_batch: int | None = None, allow_tf32: bool = False,
+                         out: str | os.PathLike[str] | None = None) -> str:
     """The ``seg-ros build-engine ...`` line that builds the engine a loader looks for."""
     args = ['seg-ros', 'build-engine', str(onnx_path), '--precision', precision]
-    if cache_dir is not None:
+    if out is not None:
+        args += ['--out', str(out)]
+    elif cache_dir is not None:
         args += ['--cache-dir', str(cache_dir)]
     if max_batch != 1:
         args += ['--max-batch', str(max_batch)]
@@ -452,9 +455,9 @@ def build_or_load(onnx_path: Path, precision: str = 'fp16', cache_dir: Path | No
         log.info('engine cache hit: %s', path)
         return path
     if not build:
-        command = build_engine_command(onnx_path, precision, None if out else cache_dir,
-                                       key.max_batch, device, calib, calib_topic, resize_mode,
-                                       opt_batch, allow_tf32)
+        command = build_engine_command(onnx_path, precision, cache_dir, key.max_batch, device,
+                                       calib, calib_topic, resize_mode, opt_batch, allow_tf32,
+                                       out)
         raise SegRosError(f'no usable {precision} engine for {onnx_path.name} ({reason}) and '
                           f'build_engine_on_start is false: build it with `{command}`')
     if path.exists():

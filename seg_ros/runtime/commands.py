@@ -81,7 +81,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _build_run(args: argparse.Namespace) -> int:
     from seg_ros.runtime import trt_backend
-    from seg_ros.runtime.engine_cache import default_cache_dir
+    from seg_ros.runtime.segmenter import default_cache_dir
 
     _setup_logging()
     if args.precision == 'int8' and not args.calib:

@@ -438,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         args.device, args.quick = 'cpu', True
     models = tuple(m for m in args.models.split(',') if m)
-    sizes = SIZES
-    trt_size = tuple(int(v) for v in args.trt_size.lower().split('x'))
+    sizes: tuple[tuple[int, int], ...] = SIZES
+    th, tw = (int(v) for v in args.trt_size.lower().split('x'))
+    trt_size = (th, tw)
     if args.quick:
         models, sizes, trt_size = models[:1], ((64, 128),), (64, 128)
         args.iters, args.warmup, args.amp_steps = 3, 1, 2

@@ -84,7 +84,9 @@ def test_make_engine_key_from_onnx(tmp_path: Path) -> None:
 def test_shape_handling(tmp_path: Path) -> None:
     assert ec.onnx_input_shape(_tiny_onnx(tmp_path / 'a.onnx', batch=2)) == (2, (8, 16, 3))
     assert ec.onnx_input_shape(_tiny_onnx(tmp_path / 'b.onnx', batch='n')) == (None, (8, 16, 3))
-    assert ec.profile_shapes((8, 16, 3), 1, 4) == ((1, 8, 16, 3), (1, 8, 16, 3), (4, 8, 16, 3))
+    # opt defaults to the max batch (a batching node runs full batches when it is behind)
+    assert ec.profile_shapes((8, 16, 3), 1, 4) == ((1, 8, 16, 3), (4, 8, 16, 3), (4, 8, 16, 3))
+    assert ec.profile_shapes((8, 16, 3), 1, 4, opt_batch=2)[1] == (2, 8, 16, 3)
     assert ec.profile_shapes((8, 16, 3), 1, 4, opt_batch=9)[1] == (4, 8, 16, 3)
     with pytest.raises(SegRosError):
         ec.profile_shapes((8, 16, 3), 3, 2)
@@ -154,7 +156,7 @@ def test_calibration_from_image_folder(tmp_path: Path) -> None:
     assert ident == CalibrationData(folder, (16, 32), num_frames=5, batch_size=2).identity()
     assert ident != CalibrationData(folder, (16, 64), num_frames=5).identity()
     assert ident != CalibrationData(folder, (16, 32), num_frames=3).identity()
-    assert data.cache_path(tmp_path, 'f' * 64).name.endswith(f'{ident}.cache')
+    assert data.cache_path(tmp_path, 'f' * 64).name.endswith(f'{ident}-b2.cache')
     few = CalibrationData(folder, (16, 32), num_frames=1, batch_size=4)
     assert next(few.batches()).shape == (4, 16, 32, 3)  # a lone short batch is padded
 

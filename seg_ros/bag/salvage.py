@@ -12,7 +12,7 @@ from io import BytesIO
 from pathlib import Path
 import sqlite3
 import struct
-from typing import BinaryIO
+from typing import BinaryIO, Tuple  # noqa: UP035 - Python 3.8 (JetPack 5)
 
 MCAP_MAGIC = b'\x89MCAP0\r\n'
 
@@ -21,8 +21,9 @@ class SalvageBreak(Exception):
     """The storage file ends or is damaged here; messages before were yielded."""
 
 
-# (topic, msgtype, log time ns, CDR bytes)
-Message = tuple[str, str, int, bytes]
+# (topic, msgtype, log time ns, CDR bytes); typing.Tuple: a runtime alias, and JetPack 5 /
+# Isaac ROS 2.x run Python 3.8, where tuple[...] raises TypeError at import.
+Message = Tuple[str, str, int, bytes]  # noqa: UP006
 
 
 def salvage_messages(path: Path) -> Iterator[Message]:
@@ -82,7 +83,7 @@ def _decompress(data: bytes, compression: str, size: int) -> bytes:
         return data
     if compression == 'zstd':
         try:
-            from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
+            from compression import zstd  # type: ignore[import-not-found]  # novermin: >= 3.14
         except ImportError:
             from backports import zstd  # type: ignore[import-not-found,no-redef]  # rosbags dep
 

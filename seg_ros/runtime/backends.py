@@ -4,8 +4,9 @@ A backend runs the network-side pipeline (:mod:`seg_ros.runtime.pipeline`) on a 
 network-size uint8 RGB frames and returns uint8 ids (and confidence). Everything around it
 (resize, letterbox, colours) is shared by :class:`seg_ros.runtime.segmenter.Segmenter`.
 
-- ``onnxruntime``: an exported ONNX file; CPU by default, CUDA / TensorRT execution providers
-  when the installed onnxruntime has them and ``device`` is ``cuda``.
+- ``onnxruntime``: an exported ONNX file; CPU by default, the CUDA execution provider when
+  ``device`` is ``cuda[:N]``; ONNX Runtime's own TensorRT execution provider only when asked
+  for (``tensorrt_ep=True``), with its engine cache on disk.
 - ``torch``: the PyTorch model itself; CPU or CUDA, fp16 + channels_last on CUDA, optional
   CUDA-graph capture.
 - ``tensorrt``: a serialized engine (:mod:`seg_ros.runtime.trt_backend`, the only module that
@@ -132,6 +133,46 @@ def resolve_backend(backend: str, model_kind: str, device: str) -> str:
     if gpu and model_kind in ('checkpoint', 'name'):
         return 'torch'
     return 'onnxruntime'
+
+
+def cuda_index(device: str) -> int | None:
+    """The explicit index of ``cuda:N`` (N), None for ``cuda`` / ``auto``.
+
+    Raises:
+        SegRosError: not a CUDA device string (``cpu``, ``cuda:x``, ``gpu``).
+    """
+    if device in ('cuda', 'auto'):
+        return None
+    head, sep, tail = device.partition(':')
+    if head != 'cuda' or not sep or not tail.isdigit():
+        raise SegRosError(f'expected a CUDA device (cuda, cuda:N or auto), got {device!r}')
+    return int(tail)
+
+
+def resolve_cuda_device(device: str) -> Any:
+    """``cuda`` / ``auto`` -> ``cuda:<current device>``; ``cuda:N`` checked against the GPUs.
+
+    TensorRT, ``torch.cuda.set_device`` and ONNX Runtime's ``device_id`` all need an index;
+    a bare ``torch.device('cuda')`` has none (``set_device`` raises ``ValueError`` on it).
+
+    Returns:
+        ``torch.device`` with an index.
+
+    Raises:
+        SegRosError: not a CUDA device, no GPU, or an index past the last GPU.
+    """
+    import torch
+
+    index = cuda_index(device)
+    if not torch.cuda.is_available():
+        raise SegRosError(f'device {device!r}: torch sees no CUDA GPU')
+    count = torch.cuda.device_count()
+    if index is None:
+        index = int(torch.cuda.current_device())
+    if not 0 <= index < count:
+        raise SegRosError(f'device {device!r}: only {count} CUDA device(s) (cuda:0..cuda:'
+                          f'{count - 1})')
+    return torch.device('cuda', index)
 
 
 # ---------------------------------------------------------------------------- torch
@@ -268,6 +309,53 @@ def ort_session_options(threads: int | None = None) -> Any:
     return opts
 
 
+def ort_providers(device: str, available: list[str], tensorrt_ep: bool = False,
+                  engine_cache_dir: str | os.PathLike[str] | None = None,
+                  fp16: bool = False) -> list[Any]:
+    """ONNX Runtime execution providers (with their options) for ``device``.
+
+    The TensorRT execution provider is used only when asked for: implicitly it would rebuild
+    its engines at every start (minutes on a Jetson) without an engine cache, and print an
+    error where the TensorRT libraries are missing. When asked for, its engine and timing
+    caches live under ``engine_cache_dir`` (``<dir>/ort_trt``).
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (N becomes the providers' ``device_id``).
+        available: ``onnxruntime.get_available_providers()``.
+        tensorrt_ep: put ``TensorrtExecutionProvider`` first (needs ``device`` cuda).
+        engine_cache_dir: cache folder for the TensorRT EP's engines (required with it).
+        fp16: let the TensorRT EP build fp16 engines.
+
+    Raises:
+        SegRosError: a provider that this onnxruntime lacks, a bad device.
+    """
+    if device == 'cpu':
+        if tensorrt_ep:
+            raise SegRosError('the TensorRT execution provider needs device cuda[:N]')
+        return ['CPUExecutionProvider']
+    index = cuda_index(device) or 0  # ORT's default device is 0, like ours for `cuda`
+    if 'CUDAExecutionProvider' not in available:
+        raise SegRosError(f'device {device!r}: this onnxruntime has no CUDA provider '
+                          f'(available: {available}); install onnxruntime-gpu or use device '
+                          f'cpu')
+    providers: list[Any] = []
+    if tensorrt_ep:
+        if 'TensorrtExecutionProvider' not in available:
+            raise SegRosError(f'the TensorRT execution provider is not in this onnxruntime '
+                              f'(available: {available})')
+        if engine_cache_dir is None:
+            raise SegRosError('the TensorRT execution provider needs an engine cache folder')
+        cache = Path(engine_cache_dir) / 'ort_trt'
+        cache.mkdir(parents=True, exist_ok=True)
+        providers.append(('TensorrtExecutionProvider', {
+            'device_id': index, 'trt_engine_cache_enable': True,
+            'trt_engine_cache_path': str(cache), 'trt_timing_cache_enable': True,
+            'trt_timing_cache_path': str(cache), 'trt_fp16_enable': bool(fp16)}))
+    providers.append(('CUDAExecutionProvider', {'device_id': index}))
+    providers.append('CPUExecutionProvider')
+    return providers
+
+
 class OrtBackend(Backend):
     """An exported ONNX pipeline on ONNX Runtime.
 
@@ -276,12 +364,18 @@ class OrtBackend(Backend):
         device: ``cpu`` or ``cuda[:N]`` (needs onnxruntime-gpu).
         threads: intra-op threads (None = onnxruntime's default, all cores).
         providers: explicit execution providers, overriding ``device``.
+        tensorrt_ep: use ONNX Runtime's TensorRT execution provider (explicit only).
+        engine_cache_dir: where that provider caches its engines.
+        fp16: fp16 engines for the TensorRT execution provider.
     """
 
     name = 'onnxruntime'
 
     def __init__(self, path: str | os.PathLike[str], device: str = 'cpu',
-                 threads: int | None = None, providers: list[str] | None = None) -> None:
+                 threads: int | None = None, providers: list[Any] | None = None,
+                 tensorrt_ep: bool = False,
+                 engine_cache_dir: str | os.PathLike[str] | None = None,
+                 fp16: bool = False) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -289,19 +383,9 @@ class OrtBackend(Backend):
             raise SegRosError(f'ONNX file not found: {path}')
         self.meta = read_onnx_meta(path)
         opts = ort_session_options(threads)
-        available = ort.get_available_providers()
         if providers is None:
-            providers = ['CPUExecutionProvider']
-            if device.startswith('cuda'):
-                wanted = ['TensorrtExecutionProvider', 'CUDAExecutionProvider']
-                gpu = [p for p in wanted if p in available]
-                if not gpu:
-                    raise SegRosError(f'device {device!r}: this onnxruntime has no CUDA '
-                                      f'provider (available: {available}); install '
-                                      f'onnxruntime-gpu or use device cpu')
-                providers = gpu + providers
-            elif device != 'cpu':
-                raise SegRosError(f'onnxruntime device must be cpu or cuda, not {device!r}')
+            providers = ort_providers(device, ort.get_available_providers(), tensorrt_ep,
+                                      engine_cache_dir, fp16)
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.device = ','.join(self.session.get_providers())
         inp = self.session.get_inputs()[0]

@@ -60,11 +60,21 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--calib-topic', default=None, help='image topic in the calibration bag')
     p.add_argument('--calib-frames', type=int, default=256, help='frames used for int8 '
                    'calibration')
+    p.add_argument('--calib-batch', type=int, default=None,
+                   help='calibration batch of a --dynamic-batch ONNX (default 8; a static '
+                        'ONNX calibrates with its own batch)')
+    p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch',
+                   help="how calibration frames are fitted: the deployment's resize_mode")
     p.add_argument('--out', default=None,
                    help='engine file (default: in the engine cache, keyed by ONNX + GPU + '
                         'TensorRT + precision + shape)')
     p.add_argument('--cache-dir', default=None, help='engine cache folder')
     p.add_argument('--max-batch', type=int, default=1, help='largest batch (dynamic ONNX)')
+    p.add_argument('--opt-batch', type=int, default=None,
+                   help='batch the profile is tuned for (default: --max-batch)')
+    p.add_argument('--allow-tf32', action='store_true',
+                   help='let fp32 engines use TF32 (off: fp32 means fp32)')
+    p.add_argument('--device', default='cuda', help='cuda (the current GPU) or cuda:N')
     p.add_argument('--workspace-mb', type=int, default=2048, help='builder workspace limit')
     p.add_argument('--rebuild', action='store_true', help='ignore a valid cached engine')
 
@@ -81,7 +91,9 @@ def _build_run(args: argparse.Namespace) -> int:
         Path(args.onnx), precision=args.precision, cache_dir=cache,
         out=Path(args.out) if args.out else None, calib=args.calib,
         calib_topic=args.calib_topic, calib_frames=args.calib_frames,
-        max_batch=args.max_batch, workspace_mb=args.workspace_mb, rebuild=args.rebuild)
+        max_batch=args.max_batch, workspace_mb=args.workspace_mb, rebuild=args.rebuild,
+        device=args.device, resize_mode=args.resize_mode, opt_batch=args.opt_batch,
+        allow_tf32=args.allow_tf32, calib_batch=args.calib_batch)
     print(f'engine: {path} (sidecar {path.with_suffix(".json").name})')
     return 0
 
@@ -177,7 +189,9 @@ def _bench_run(args: argparse.Namespace) -> int:
     if backend.name in ('torch', 'tensorrt') and 'cuda' in backend.device:
         import torch
 
-        result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20
+        # + TensorRT's own allocations, which torch's allocator does not see
+        result['peak_cuda_mb'] = torch.cuda.max_memory_allocated() / 2**20 + \
+            float(result.get('tensorrt_memory_mb', 0.0))
     seg.close()
     if args.json:
         print(json.dumps(result, indent=2))

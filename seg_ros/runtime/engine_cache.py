@@ -4,8 +4,9 @@ A serialized TensorRT engine only runs on the TensorRT version and GPU model it 
 and it silently encodes the ONNX graph, precision and input shape. So every engine gets a
 sidecar ``<engine>.json`` holding
 
-- ``key``: ONNX sha256, TensorRT version, GPU name, compute capability, precision, input
-  shape, batch range, and the calibration data identity for int8;
+- ``key``: ONNX sha256, TensorRT version, GPU name, compute capability, SM count and total
+  memory (Jetson Orin modules share name and compute capability), precision, TF32, input
+  shape, batch range and optimisation batch, and the calibration data identity for int8;
 - ``engine_sha256``: to detect a truncated or replaced engine file;
 - ``meta``: the :class:`~seg_ros.metadata.ModelMeta`, so the engine alone is enough to run.
 
@@ -18,15 +19,42 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from seg_ros.errors import SegRosError
 from seg_ros.fileio import atomic_write_bytes
 from seg_ros.metadata import ModelMeta
 
 SIDECAR_FORMAT = 'seg_ros.engine/1'
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where exported ONNX files and TensorRT engines are cached (``$SEG_ROS_CACHE``).
+
+    Never next to the ONNX file: on a robot that is an installed, read-only ``share/``.
+    """
+    env = os.environ.get('SEG_ROS_CACHE')
+    if env:
+        return Path(env)
+    return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'seg_ros'
+
+
+class GpuInfo(NamedTuple):
+    """What identifies a GPU for an engine (``torch.cuda.get_device_properties``).
+
+    Jetson Orin modules (NX 8 GB / 16 GB, AGX 32 / 64 GB) report the same name and compute
+    capability 8.7; the SM count and the memory tell them apart.
+    """
+
+    name: str
+    compute_capability: str
+    sm_count: int = 0
+    total_memory_mb: int = 0
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -52,6 +80,10 @@ class EngineKey:
         min_batch: smallest batch of the optimisation profile.
         max_batch: largest batch of the optimisation profile.
         calib_id: identity of the int8 calibration data ('' otherwise).
+        sm_count: streaming multiprocessors of the GPU.
+        total_memory_mb: GPU memory (MiB; on a Jetson the shared system memory).
+        opt_batch: batch the optimisation profile is tuned for (``max_batch`` by default).
+        tf32: TF32 allowed for float32 layers (off by default: ``fp32`` means fp32).
     """
 
     onnx_sha256: str
@@ -63,6 +95,10 @@ class EngineKey:
     min_batch: int = 1
     max_batch: int = 1
     calib_id: str = ''
+    sm_count: int = 0
+    total_memory_mb: int = 0
+    opt_batch: int = 0
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ('fp32', 'fp16', 'int8'):
@@ -70,6 +106,9 @@ class EngineKey:
                               f'{self.precision!r}')
         if not 1 <= self.min_batch <= self.max_batch:
             raise SegRosError(f'bad batch range {self.min_batch}..{self.max_batch}')
+        if self.opt_batch and not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise SegRosError(f'opt batch {self.opt_batch} outside the batch range '
+                              f'{self.min_batch}..{self.max_batch}')
         object.__setattr__(self, 'input_shape', tuple(int(v) for v in self.input_shape))
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,26 +240,91 @@ def stale_reason(engine: str | os.PathLike[str], expected: EngineKey | None,
     return None
 
 
-def foreign_reason(side: Sidecar, trt_version: str, gpu_name: str,
-                   compute_capability: str) -> str | None:
-    """Why an engine from elsewhere cannot run here (other TensorRT or GPU), or None."""
+def foreign_reason(side: Sidecar, trt_version: str, gpu_name: str | GpuInfo,
+                   compute_capability: str = '') -> str | None:
+    """Why an engine from elsewhere cannot run here (other TensorRT or GPU), or None.
+
+    Args:
+        side: the engine's sidecar.
+        trt_version: the installed TensorRT version.
+        gpu_name: this GPU (a :class:`GpuInfo` also compares SM count and memory) or its name.
+        compute_capability: with a plain name, its ``major.minor``.
+    """
+    gpu = gpu_name if isinstance(gpu_name, GpuInfo) else GpuInfo(gpu_name, compute_capability)
+    k = side.key
     diffs = []
-    if side.key.trt_version != trt_version:
-        diffs.append(f'built with TensorRT {side.key.trt_version}, this is {trt_version}')
-    if (side.key.gpu_name, side.key.compute_capability) != (gpu_name, compute_capability):
-        diffs.append(f'built for {side.key.gpu_name} (sm {side.key.compute_capability}), '
-                     f'this GPU is {gpu_name} (sm {compute_capability})')
+    if k.trt_version != trt_version:
+        diffs.append(f'built with TensorRT {k.trt_version}, this is {trt_version}')
+    if (k.gpu_name, k.compute_capability) != (gpu.name, gpu.compute_capability):
+        diffs.append(f'built for {k.gpu_name} (sm {k.compute_capability}), this GPU is '
+                     f'{gpu.name} (sm {gpu.compute_capability})')
+    elif gpu.sm_count and not k.sm_count:
+        diffs.append('the sidecar predates the SM count / memory check (Jetson modules share '
+                     'name and compute capability)')
+    elif gpu.sm_count and (k.sm_count, k.total_memory_mb) != (gpu.sm_count,
+                                                               gpu.total_memory_mb):
+        diffs.append(f'built for a {k.gpu_name} with {k.sm_count} SMs and {k.total_memory_mb} '
+                     f'MiB, this one has {gpu.sm_count} SMs and {gpu.total_memory_mb} MiB')
     return '; '.join(diffs) or None
 
 
 def profile_shapes(input_shape: tuple[int, ...], min_batch: int, max_batch: int,
                    opt_batch: int | None = None
                    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(min, opt, max) NHWC shapes of the optimisation profile for a dynamic batch axis."""
+    """(min, opt, max) NHWC shapes of the optimisation profile for a dynamic batch axis.
+
+    ``opt_batch`` defaults to ``max_batch``: TensorRT picks its kernels for the opt shape, and
+    a batching node runs full batches whenever it is behind (when speed matters most).
+    """
     if not 1 <= min_batch <= max_batch:
         raise SegRosError(f'bad batch range {min_batch}..{max_batch}')
-    opt = min(max(opt_batch or min_batch, min_batch), max_batch)
+    opt = min(max(opt_batch or max_batch, min_batch), max_batch)
     return ((min_batch, *input_shape), (opt, *input_shape), (max_batch, *input_shape))
+
+
+def save_timing_cache(path: str | os.PathLike[str], blob: bytes) -> bool:
+    """Write TensorRT's timing cache atomically, best effort.
+
+    Called after the engine is safely written: the timing cache only speeds up the next build,
+    so a read-only or full disk is a warning, never a lost engine.
+
+    Returns:
+        True when written.
+    """
+    try:
+        atomic_write_bytes(path, blob)
+    except OSError as exc:
+        log.warning('timing cache not saved (%s: %s); the next build will be slower',
+                    type(exc).__name__, exc)
+        return False
+    return True
+
+
+def timing_cache_path(cache_dir: str | os.PathLike[str], gpu: GpuInfo, trt_version: str) -> Path:
+    """The timing cache of this GPU and TensorRT under the engine cache (never beside the
+    ONNX file, which may be read-only)."""
+    name = (f'{gpu.name}-sm{gpu.compute_capability}-{gpu.sm_count}sm-'
+            f'{gpu.total_memory_mb}mb-trt{trt_version}')
+    safe = ''.join(c if c.isalnum() or c in '.-_' else '_' for c in name)
+    return Path(cache_dir) / 'timing' / f'{safe}.cache'
+
+
+def calibration_batch(static_batch: int | None, requested: int | None = None) -> int:
+    """The batch size int8 calibration runs with.
+
+    A static-batch network takes exactly its batch (TensorRT would read ``static_batch``
+    frames per call from a bigger buffer and skip the rest); a dynamic one runs the
+    calibration profile at ``requested`` (default 8).
+    """
+    if static_batch is not None:
+        if requested not in (None, static_batch):
+            raise SegRosError(f'the ONNX has a fixed batch of {static_batch}: calibration runs '
+                              f'with that batch, not {requested}')
+        return int(static_batch)
+    size = 8 if requested is None else int(requested)
+    if size < 1:
+        raise SegRosError(f'calibration batch must be >= 1, got {size}')
+    return size
 
 
 def onnx_input_shape(onnx_path: str | os.PathLike[str]) -> tuple[int | None, tuple[int, ...]]:
@@ -254,12 +358,15 @@ def onnx_precision(onnx_path: str | os.PathLike[str]) -> str:
 
 
 def make_engine_key(onnx_path: str | os.PathLike[str], precision: str, trt_version: str,
-                    gpu_name: str, compute_capability: str, max_batch: int = 1,
-                    calib_id: str = '') -> EngineKey:
+                    gpu_name: str | GpuInfo, compute_capability: str = '', max_batch: int = 1,
+                    calib_id: str = '', opt_batch: int | None = None,
+                    tf32: bool = False) -> EngineKey:
     """The cache key of an engine built from ``onnx_path`` here.
 
-    A static-batch ONNX fixes the batch range to its batch; a dynamic one gets 1..max_batch.
+    A static-batch ONNX fixes the batch range to its batch; a dynamic one gets 1..max_batch
+    with the profile tuned for ``opt_batch`` (default: ``max_batch``).
     """
+    gpu = gpu_name if isinstance(gpu_name, GpuInfo) else GpuInfo(gpu_name, compute_capability)
     static_batch, frame_shape = onnx_input_shape(onnx_path)
     if static_batch is not None:
         if max_batch not in (1, static_batch):
@@ -270,7 +377,12 @@ def make_engine_key(onnx_path: str | os.PathLike[str], precision: str, trt_versi
         lo, hi = 1, max(1, int(max_batch))
     if precision != 'int8' and calib_id:
         calib_id = ''  # calibration data only matters for int8 engines
+    opt = profile_shapes(frame_shape, lo, hi, opt_batch)[1][0]
+    if opt_batch is not None and opt != opt_batch:
+        raise SegRosError(f'opt batch {opt_batch} outside the batch range {lo}..{hi}')
     return EngineKey(onnx_sha256=file_sha256(onnx_path), trt_version=trt_version,
-                     gpu_name=gpu_name, compute_capability=compute_capability,
+                     gpu_name=gpu.name, compute_capability=gpu.compute_capability,
                      precision=precision, input_shape=frame_shape, min_batch=lo,
-                     max_batch=hi, calib_id=calib_id)
+                     max_batch=hi, calib_id=calib_id, sm_count=gpu.sm_count,
+                     total_memory_mb=gpu.total_memory_mb, opt_batch=opt,
+                     tf32=bool(tf32) and precision == 'fp32')

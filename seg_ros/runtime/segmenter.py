@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
+import re
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -27,6 +30,7 @@ import cv2
 import numpy as np
 
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import atomic_write_text
 from seg_ros.metadata import ModelMeta, load_palette
 from seg_ros.runtime import colorize as _colorize
 from seg_ros.runtime.backends import (
@@ -37,6 +41,7 @@ from seg_ros.runtime.backends import (
     cuda_available,
     resolve_backend,
 )
+from seg_ros.runtime.engine_cache import default_cache_dir
 from seg_ros.runtime.preprocess import (
     COLOR_ORDERS,
     Geometry,
@@ -86,14 +91,6 @@ def model_kind(model: str | os.PathLike[str]) -> str:
     if os.sep in str(model) or '/' in str(model):
         raise SegRosError(f'model file not found: {model}')
     return 'name'
-
-
-def default_cache_dir() -> Path:
-    """Where exported ONNX files and TensorRT engines are cached (``$SEG_ROS_CACHE``)."""
-    env = os.environ.get('SEG_ROS_CACHE')
-    if env:
-        return Path(env)
-    return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'seg_ros'
 
 
 def _file_sha256(path: Path) -> str:
@@ -155,8 +152,11 @@ class Segmenter:
                 (default ``~/.cache/seg_ros``).
             threads: CPU intra-op threads (ONNX Runtime / torch).
             **backend_options: passed to the backend (torch: ``cuda_graph``,
-                ``channels_last``; tensorrt: ``calib``, ``rebuild``; onnxruntime:
-                ``providers``).
+                ``channels_last``; tensorrt: ``calib``, ``calib_topic``, ``rebuild``,
+                ``max_batch``, ``opt_batch``, ``allow_tf32``, ``build``; onnxruntime:
+                ``providers``, ``tensorrt_ep``). The TensorRT backend calibrates int8 with
+                this ``resize_mode``; ONNX Runtime's TensorRT execution provider keeps its
+                engines under ``engine_cache_dir``.
 
         Raises:
             SegRosError: missing file, unknown backend, impossible combination, an engine
@@ -194,7 +194,9 @@ class Segmenter:
                 raise SegRosError('fp16 on onnxruntime needs device cuda; on the CPU use fp32')
             onnx_path = Path(model) if kind == 'onnx' else _export_cached(
                 str(model), weights, size, precision == 'fp16', cache)
-            impl = OrtBackend(onnx_path, device=device, threads=threads, **backend_options)
+            impl = OrtBackend(onnx_path, device=device, threads=threads,
+                              engine_cache_dir=cache, fp16=precision == 'fp16',
+                              **backend_options)
         else:
             from seg_ros.runtime import trt_backend
 
@@ -202,9 +204,10 @@ class Segmenter:
                 impl = trt_backend.TrtBackend.from_engine(Path(model), device=device)
             else:
                 onnx_path = Path(model) if kind == 'onnx' else _export_cached(
-                    str(model), weights, size, precision == 'fp16', cache)
+                    str(model), weights, size, precision == 'fp16', cache, tensorrt=True)
                 impl = trt_backend.TrtBackend.from_onnx(onnx_path, precision=precision,
                                                         cache_dir=cache, device=device,
+                                                        resize_mode=resize_mode,
                                                         **backend_options)
         if size is not None and tuple(impl.input_size) != size:
             impl.close()
@@ -337,27 +340,167 @@ def _ort_has_cuda() -> bool:
     return 'CUDAExecutionProvider' in ort.get_available_providers()
 
 
-def _export_cached(model: str, weights: str | os.PathLike[str] | None,
-                   size: tuple[int, int] | None, fp16: bool, cache: Path) -> Path:
-    """Export a checkpoint / model name to ONNX, reusing a cached export of the same weights.
+EXPORT_SIDECAR_FORMAT = 'seg_ros.export/1'
+STALE_TEMP_AGE_S = 3600.0  # leftovers of killed runs older than this are removed
+_PID_TEMP = re.compile(r'^\..+\.pid(\d+)\.tmp')
+_LEGACY_TEMP_DIR = re.compile(r'^seg_ros_[A-Za-z0-9_]{8}$')
 
-    The cache name hashes the checkpoint bytes, size, precision and :data:`EXPORT_VERSION`.
-    A bare model name (random weights) is exported to a fresh temporary file every time.
+
+def _export_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + '.json')
+
+
+def cached_export_problem(path: Path) -> str | None:
+    """Why a cached export must not be used (None when its size and sha256 match its sidecar).
+
+    The sidecar is written after the export (which is atomic itself): an export without one
+    was interrupted, one whose bytes differ was truncated or replaced.
+    """
+    side = _export_sidecar(path)
+    if not path.is_file():
+        return 'missing'
+    try:
+        record = json.loads(side.read_text())
+        size, sha = int(record['size']), str(record['sha256'])
+        if record.get('format') != EXPORT_SIDECAR_FORMAT:
+            raise ValueError('not an export sidecar')
+    except FileNotFoundError:
+        return f'no sidecar {side.name} (interrupted export)'
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f'unreadable sidecar {side.name} ({exc})'
+    if path.stat().st_size != size:
+        return f'{path.stat().st_size} bytes, the export had {size} (truncated?)'
+    if _file_sha256(path) != sha:
+        return 'content differs from the export (sha256)'
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_stale_temps(folder: Path, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Remove what killed runs left in an export cache folder.
+
+    Removed: pid-tagged temp files (``.NAME.pid<PID>.tmp...``) of processes that are gone;
+    other hidden ``*.tmp`` files and ``tmp*`` folders (an interrupted atomic write or export)
+    older than ``max_age_s``, so that a write in progress in another process is left alone.
+
+    Returns:
+        The removed paths.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for entry in folder.iterdir():
+        try:
+            m = _PID_TEMP.match(entry.name)
+            old = now - entry.lstat().st_mtime > max_age_s
+            if m:
+                stale = not _pid_alive(int(m.group(1))) or old
+            else:
+                stale = old and ((entry.name.startswith('.') and '.tmp' in entry.name)
+                                 or (entry.is_dir() and entry.name.startswith('tmp')))
+            if not stale:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError as exc:  # another process cleaning at the same time, permissions
+            log.debug('could not remove %s: %s', entry, exc)
+    if removed:
+        log.info('removed %d leftover temp file(s) of killed runs in %s', len(removed), folder)
+    return removed
+
+
+def clean_legacy_temp_exports(max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Remove the ``seg_ros_*`` temp exports older versions left per bare-name run.
+
+    Only folders named like ``tempfile.mkdtemp(prefix='seg_ros_')``, owned by this user,
+    older than ``max_age_s`` and holding nothing but ``.onnx`` files are removed.
+    """
+    removed: list[Path] = []
+    tmp = Path(tempfile.gettempdir())
+    now = time.time()
+    try:
+        entries = list(tmp.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not _LEGACY_TEMP_DIR.match(entry.name) or entry.is_symlink() or \
+                    not entry.is_dir():
+                continue
+            st = entry.stat()
+            if st.st_uid != os.getuid() or now - st.st_mtime <= max_age_s:
+                continue
+            files = list(entry.iterdir())
+            if not files or not all(f.is_file() and not f.is_symlink()
+                                    and f.suffix == '.onnx' for f in files):
+                continue
+            shutil.rmtree(entry)
+            removed.append(entry)
+        except OSError as exc:
+            log.debug('could not remove %s: %s', entry, exc)
+    return removed
+
+
+def _export_cached(model: str, weights: str | os.PathLike[str] | None,
+                   size: tuple[int, int] | None, fp16: bool, cache: Path,
+                   tensorrt: bool = False) -> Path:
+    """Export a checkpoint / model name to ONNX once, reusing the cached export afterwards.
+
+    The cache name hashes the checkpoint bytes (for a bare model name: the name and its class
+    count), size, precision and :data:`EXPORT_VERSION`. Each export gets a sidecar with its
+    size and sha256; a cached file that does not match it (truncated, half-written,
+    replaced) is exported again. Leftovers of killed runs are removed first.
+
+    Raises:
+        SegRosError: a bare model name (random weights) for TensorRT: an engine of random
+            weights is minutes of building for nothing.
     """
     from seg_ros.runtime.export import export_onnx, load_model_and_meta
 
-    net, meta = load_model_and_meta(model, str(weights) if weights else None, size)
-    h, w = meta.input_size
     ckpt = Path(weights) if weights else (Path(model) if model_kind(model) == 'checkpoint'
                                           else None)
+    if ckpt is None and tensorrt:
+        raise SegRosError(f'{model!r} is a bare model name without weights: TensorRT would '
+                          f'build an engine of random weights; give a checkpoint (weights:=, '
+                          f'a .pt) or an exported .onnx')
+    net, meta = load_model_and_meta(model, str(weights) if weights else None, size)
+    h, w = meta.input_size
     if ckpt is None:
-        out = Path(tempfile.mkdtemp(prefix='seg_ros_')) / f'{meta.model}_{h}x{w}.onnx'
-        return export_onnx(net, meta, out, size=(h, w), fp16=fp16, dynamic_batch=True)
+        ident, stem = f'name:{model}|classes:{meta.num_classes}', f'{meta.model}-untrained'
+    else:
+        ident, stem = _file_sha256(ckpt), ckpt.stem
     digest = hashlib.sha256(
-        f'{_file_sha256(ckpt)}|{h}x{w}|{fp16}|{EXPORT_VERSION}'.encode()).hexdigest()[:16]
-    out = cache / 'onnx' / f'{ckpt.stem}-{h}x{w}{"-fp16" if fp16 else ""}-{digest}.onnx'
-    if out.is_file():
+        f'{ident}|{h}x{w}|{fp16}|{EXPORT_VERSION}'.encode()).hexdigest()[:16]
+    out = cache / 'onnx' / f'{stem}-{h}x{w}{"-fp16" if fp16 else ""}-{digest}.onnx'
+    clean_stale_temps(out.parent)
+    clean_legacy_temp_exports()
+    problem = cached_export_problem(out)
+    if problem is None:
         log.info('using cached export %s', out)
         return out
-    log.info('exporting %s to %s (once; cached)', ckpt, out)
-    return export_onnx(net, meta, out, size=(h, w), fp16=fp16, dynamic_batch=True)
+    if problem != 'missing':
+        log.warning('cached export %s is unusable (%s); exporting again', out, problem)
+    if ckpt is None:
+        log.warning('%s has no weights: exporting its untrained network (cached once)', model)
+    log.info('exporting %s to %s (once; cached)', ckpt or model, out)
+    export_onnx(net, meta, out, size=(h, w), fp16=fp16, dynamic_batch=True)
+    atomic_write_text(_export_sidecar(out), json.dumps({
+        'format': EXPORT_SIDECAR_FORMAT, 'size': out.stat().st_size,
+        'sha256': _file_sha256(out), 'source': str(ckpt or model),
+        'export_version': EXPORT_VERSION}))
+    return out

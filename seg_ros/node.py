@@ -229,7 +229,8 @@ def load_segmenter(values: dict[str, Any], logger: Any) -> Any:
         logger.warning(f'{model} has no confidence output: ~/confidence stays silent '
                        '(re-export without --no-confidence to get it)')
     logger.info(f'model {seg.meta.model} ({seg.meta.num_classes} classes) on '
-                f'{seg.backend_name}, input {w}x{h} {values["resize_mode"]}, ready in '
+                f'{seg.backend_name} {seg.precision} ({seg.precision_reason}), input {w}x{h} '
+                f'{values["resize_mode"]}, ready in '
                 f'{time.monotonic() - t0:.1f} s')
     return seg
 
@@ -651,7 +652,8 @@ class SegmentationPipeline:
             'model': seg.meta.model if seg is not None else 'none',
             'model file': str(self.values.get('model', '')),
             'device': str(self.values.get('device', '')),
-            'precision': str(self.values.get('precision', '')),
+            'precision': (f'{seg.precision} ({seg.precision_reason})' if seg is not None
+                          else str(self.values.get('precision', ''))),
             'network input': ('x'.join(str(v) for v in reversed(seg.input_size))
                               if seg is not None else 'n/a'),
             'input topic': topic,

@@ -15,8 +15,8 @@ from typing import Any
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import PALETTES
 
-BACKENDS: tuple[str, ...] = ('auto', 'tensorrt', 'onnxruntime', 'torch')
-PRECISIONS: tuple[str, ...] = ('fp32', 'fp16', 'int8')
+BACKENDS: tuple[str, ...] = ('auto', 'tensorrt', 'onnxruntime', 'openvino', 'torch')
+PRECISIONS: tuple[str, ...] = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
 RESIZE_MODES: tuple[str, ...] = ('stretch', 'letterbox')
 OUTPUT_SIZES: tuple[str, ...] = ('input', 'network')
 RELIABILITIES: tuple[str, ...] = ('best_effort', 'reliable', 'system_default')
@@ -78,10 +78,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('weights', '', 'seg_ros checkpoint for a registered model name; empty when '
               '`model` is a file'),
     ParamSpec('backend', 'auto', 'inference backend; auto = TensorRT if available and a GPU '
-              'is present, else CUDA torch, else ONNX Runtime on the CPU', choices=BACKENDS),
+              'is present, else CUDA torch, else OpenVINO on the CPU when installed, else ONNX '
+              'Runtime', choices=BACKENDS),
     ParamSpec('device', 'auto', 'compute device; auto = CUDA when available, else the CPU',
               constraints='auto, cpu, cuda or cuda:N'),
-    ParamSpec('precision', 'fp32', 'inference precision (fp16/int8 need a GPU backend)',
+    ParamSpec('precision', 'auto', 'inference precision; auto = fp16 on CUDA, bf16 under '
+              'OpenVINO on CPUs with native bf16 (AVX512_BF16/AMX), int8 for a file from '
+              'seg-ros quantize, else fp32 (the choice and its reason are logged and in '
+              '/diagnostics); explicit values are obeyed or refused at start-up',
               choices=PRECISIONS),
     ParamSpec('input_width', 0, 'network input width in pixels; 0 = the size stored with the '
               'model', int_range=(0, 8192), constraints='set together with input_height'),

@@ -45,7 +45,7 @@ def test_parameter_table_covers_the_spec() -> None:
 
 
 @pytest.mark.parametrize('name,value,words', [
-    ('backend', 'tensorflow', 'one of auto, tensorrt, onnxruntime, torch'),
+    ('backend', 'tensorflow', 'one of auto, tensorrt, onnxruntime, openvino, torch'),
     ('overlay_alpha', 1.5, '0..1'),
     ('overlay_alpha', 'x', 'must be a double'),
     ('input_width', -1, '0..8192'),

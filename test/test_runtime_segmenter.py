@@ -252,12 +252,27 @@ def test_bad_options_raise_clear_errors(segs: dict[str, Segmenter],
         Segmenter.from_file('no_such_model', backend='torch', device='cpu')
     with pytest.raises(SegRosError, match='only on the tensorrt backend'):
         resolve_backend('onnxruntime', 'engine', 'cpu')
-    assert resolve_backend('auto', 'onnx', 'cpu') == 'onnxruntime'
-    assert resolve_backend('auto', 'checkpoint', 'cpu') == 'onnxruntime'
+    with pytest.raises(SegRosError, match='bf16 runs on the openvino backend'):
+        Segmenter.from_file(model_files['onnx'], backend='onnxruntime', precision='bf16')
+    with pytest.raises(SegRosError, match='int8 runs on tensorrt'):
+        Segmenter.from_file(model_files['ckpt'], backend='torch', precision='int8')
+
+
+def test_auto_backend_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from seg_ros.runtime import backends
+
+    monkeypatch.setattr(backends, 'cuda_available', lambda: False)
+    for installed, expected in ((True, 'openvino'), (False, 'onnxruntime')):
+        monkeypatch.setattr(backends, 'openvino_installed', lambda i=installed: i)
+        assert resolve_backend('auto', 'onnx', 'cpu') == expected
+        assert resolve_backend('auto', 'checkpoint', 'cpu') == expected
+        assert resolve_backend('auto', 'engine', 'cpu') == 'tensorrt'
+
+def test_closed_segmenter_refuses(model_files: dict[str, Path]) -> None:
     closed = Segmenter(OrtBackend(model_files['onnx']))
     closed.close()
     with pytest.raises(SegRosError, match='closed'):
-        closed(frame)
+        closed(_frames(1)[0])
 
 
 def test_checkpoint_on_onnxruntime_exports_once(model_files: dict[str, Path], tmp_path: Path,

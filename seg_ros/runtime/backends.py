@@ -28,8 +28,10 @@ from seg_ros.metadata import ModelMeta
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch')
-PRECISIONS = ('fp32', 'fp16', 'int8')
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'openvino', 'torch')
+# auto: seg_ros.runtime.auto.choose_precision picks one per backend and device
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
+PRECISION_KEY = 'seg_ros.precision'  # ONNX metadata_props key: fp32, fp16 or int8
 META_KEY = 'seg_ros.meta'  # ONNX metadata_props key holding ModelMeta JSON
 
 
@@ -107,8 +109,16 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def openvino_installed() -> bool:
+    """True when the ``openvino`` package is installed (found, not imported: that is slow)."""
+    return importlib.util.find_spec('openvino') is not None
+
+
 def resolve_backend(backend: str, model_kind: str, device: str) -> str:
-    """Pick the concrete backend for ``auto`` (TensorRT > CUDA torch > ONNX Runtime CPU).
+    """Pick the concrete backend for ``auto``.
+
+    On a GPU: TensorRT > CUDA torch (checkpoints) > ONNX Runtime. On a CPU: OpenVINO when
+    installed (bf16 where the CPU has it, see :mod:`seg_ros.runtime.auto`), else ONNX Runtime.
 
     Args:
         backend: requested backend name or ``auto``.
@@ -125,13 +135,15 @@ def resolve_backend(backend: str, model_kind: str, device: str) -> str:
     if backend != 'auto':
         if backend == 'torch' and model_kind == 'onnx':
             raise SegRosError('the torch backend needs a checkpoint or a model name, not an '
-                              '.onnx file (use onnxruntime or tensorrt)')
+                              '.onnx file (use onnxruntime, openvino or tensorrt)')
         return backend
     gpu = device != 'cpu' and cuda_available()
     if gpu and tensorrt_importable():
         return 'tensorrt'
     if gpu and model_kind in ('checkpoint', 'name'):
         return 'torch'
+    if not gpu and openvino_installed():
+        return 'openvino'
     return 'onnxruntime'
 
 
@@ -387,6 +399,9 @@ class OrtBackend(Backend):
             providers = ort_providers(device, ort.get_available_providers(), tensorrt_ep,
                                       engine_cache_dir, fp16)
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        # fp32, fp16 (`seg-ros export --fp16`) or int8 (`seg-ros quantize`): the file decides
+        self.file_precision = self.session.get_modelmeta().custom_metadata_map.get(
+            PRECISION_KEY, 'fp32')
         self.device = ','.join(self.session.get_providers())
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name

@@ -10,7 +10,7 @@ from typing import Any
 
 from seg_ros.cli import parse_size
 from seg_ros.errors import SegRosError
-from seg_ros.runtime.backends import BACKENDS
+from seg_ros.runtime.backends import BACKENDS, PRECISIONS
 
 log = logging.getLogger('seg_ros.runtime')
 
@@ -103,7 +103,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('model', help='.onnx / .engine / checkpoint / registered model name')
     p.add_argument('--backend', choices=BACKENDS, default='auto')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
-    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32')
+    p.add_argument('--precision', choices=PRECISIONS, default='auto',
+                   help='auto: fp16 on CUDA, bf16 on OpenVINO with native bf16, else fp32')
     p.add_argument('--size', type=parse_size, default=None,
                    help="network input HxW (default: the model file's size)")
     p.add_argument('--frame-size', type=parse_size, default=None,
@@ -133,6 +134,7 @@ def _bench_run(args: argparse.Namespace) -> int:
         peak_rss_mb,
         torch_eager_baseline,
     )
+    from seg_ros.runtime.cpu import cpu_info
     from seg_ros.runtime.segmenter import Segmenter, model_kind
 
     if not args.json:
@@ -164,7 +166,9 @@ def _bench_run(args: argparse.Namespace) -> int:
     pipe = bench_segmenter(seg, frames, args.iters, args.warmup, args.confidence, args.color,
                            args.overlay, progress=not args.json, baseline=step)
     result: dict[str, Any] = {
-        **backend.describe(), 'precision': args.precision, 'frame_size': list(frame_size),
+        **backend.describe(), 'precision': seg.precision,
+        'precision_reason': seg.precision_reason, 'cpu': cpu_info().summary(),
+        'frame_size': list(frame_size),
         'threads': args.threads, 'resize_mode': args.resize_mode, 'iters': args.iters,
         'pipeline': pipe}
     result['pre_post_over_inference'] = (pipe['preprocess_ms']['median']
@@ -202,7 +206,8 @@ def _bench_run(args: argparse.Namespace) -> int:
 
 def _print_bench(r: dict[str, Any]) -> None:
     p = r['pipeline']
-    print(f'{r["model"]} on {r["backend"]} ({r["device"]}, {r["precision"]}), network '
+    print(f'{r["model"]} on {r["backend"]} ({r["device"]}, {r["precision"]}: '
+          f'{r["precision_reason"]}), CPU {r["cpu"]}, network '
           f'{r["input_size"][0]}x{r["input_size"][1]}, frames '
           f'{r["frame_size"][0]}x{r["frame_size"][1]}, {r["iters"]} iters')
     print(f'{"stage":<16}{"median":>10}{"p90":>10}{"p99":>10}  (ms)')
@@ -227,7 +232,8 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--backend', choices=BACKENDS, default='auto')
     p.add_argument('--device', default='auto')
-    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32')
+    p.add_argument('--precision', choices=PRECISIONS, default='auto',
+                   help='auto: fp16 on CUDA, bf16 on OpenVINO with native bf16, else fp32')
     p.add_argument('--size', type=parse_size, default=None, help='network input HxW')
     p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch')
     p.add_argument('--weights', default=None)

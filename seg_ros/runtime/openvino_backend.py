@@ -22,10 +22,11 @@ import numpy as np
 
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import ModelMeta
-from seg_ros.runtime.backends import META_KEY, Backend
+from seg_ros.runtime.backends import META_KEY, PRECISION_KEY, Backend
 from seg_ros.runtime.cpu import BF16_FLAGS, cpu_info
 
-PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+# int8: the file is quantized (seg-ros quantize); the rest runs at OpenVINO's default
+PRECISION_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16', 'int8': None}
 
 
 def available() -> bool:
@@ -69,7 +70,8 @@ class OpenVinoBackend(Backend):
         path: ONNX file from :func:`seg_ros.runtime.export.export_onnx` (an fp32 export: the
             precision is OpenVINO's choice at compile time, not the file's).
         device: ``cpu``, or ``gpu`` / ``gpu:N`` for an Intel GPU (untested here).
-        precision: ``fp32``, ``bf16`` (CPUs with AVX512_BF16/AMX) or ``fp16`` (Intel GPU).
+        precision: ``fp32``, ``bf16`` (CPUs with AVX512_BF16/AMX), ``fp16`` (Intel GPU) or
+            ``int8`` (a file from ``seg-ros quantize``).
         threads: inference threads (None: OpenVINO's choice, the physical cores).
         cache_dir: folder for OpenVINO's compiled-model cache (None: no cache).
     """
@@ -105,6 +107,13 @@ class OpenVinoBackend(Backend):
             raise SegRosError(f'{path}: OpenVINO cannot read it: '
                               f'{str(exc).strip().splitlines()[0]}') from exc
         self.meta = read_ov_meta(model, path)
+        try:
+            self.file_precision = model.get_rt_info(['framework', PRECISION_KEY]).astype(str)
+        except Exception:  # noqa: BLE001 - exports before the key existed were fp32
+            self.file_precision = 'fp32'
+        if precision == 'int8' and self.file_precision != 'int8':
+            raise SegRosError(f'{path} is an {self.file_precision} export: int8 on the CPU runs '
+                              'a file from `seg-ros quantize`')
         inputs = model.inputs
         shape = inputs[0].get_partial_shape()
         if (len(inputs) != 1 or shape.rank.get_length() != 4 or not shape[1].is_static
@@ -117,8 +126,9 @@ class OpenVinoBackend(Backend):
         if 'ids' not in outputs:
             raise SegRosError(f'{path}: no "ids" output (outputs: {outputs})')
         self.has_confidence = 'confidence' in outputs
-        config: dict[str, Any] = {'INFERENCE_PRECISION_HINT': PRECISION_HINTS[precision],
-                                  'PERFORMANCE_HINT': 'LATENCY'}
+        config: dict[str, Any] = {'PERFORMANCE_HINT': 'LATENCY'}
+        if PRECISION_HINTS[precision] is not None:
+            config['INFERENCE_PRECISION_HINT'] = PRECISION_HINTS[precision]
         if threads and target == 'CPU':
             config['INFERENCE_NUM_THREADS'] = int(threads)
         self.compiled = core.compile_model(model, target, config)

@@ -33,6 +33,7 @@ from seg_ros.errors import SegRosError
 from seg_ros.fileio import atomic_write_text
 from seg_ros.metadata import ModelMeta, load_palette
 from seg_ros.runtime import colorize as _colorize
+from seg_ros.runtime.auto import choose_precision
 from seg_ros.runtime.backends import (
     PRECISIONS,
     Backend,
@@ -121,6 +122,9 @@ class Segmenter:
         self.backend_name: str = backend.name
         self.input_size: tuple[int, int] = tuple(backend.input_size)  # type: ignore[assignment]
         self.resize_mode = resize_mode
+        # what from_file chose and why (logged, shown in /diagnostics)
+        self.precision: str = getattr(backend, 'precision', 'fp32')
+        self.precision_reason: str = 'requested'
         self._fill = pad_value(self.meta.mean)
         self._geometry: dict[tuple[int, int], Geometry] = {}
         self.lut = _colorize.palette_lut(self.meta.palette)
@@ -130,7 +134,7 @@ class Segmenter:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_file(cls, model: str | os.PathLike[str], backend: str = 'auto',
-                  device: str = 'auto', precision: str = 'fp32',
+                  device: str = 'auto', precision: str = 'auto',
                   input_size: Sequence[int] | None = None, resize_mode: str = 'stretch',
                   weights: str | os.PathLike[str] | None = None,
                   engine_cache_dir: str | os.PathLike[str] | None = None,
@@ -141,9 +145,13 @@ class Segmenter:
             model: ``.onnx`` (from ``seg-ros export``), TensorRT ``.engine`` (with its
                 ``.json`` sidecar), seg_ros checkpoint ``.pt``, or a registered model name.
             backend: ``auto`` (TensorRT if importable and a GPU is present, else CUDA torch,
-                else ONNX Runtime on the CPU), ``tensorrt``, ``onnxruntime`` or ``torch``.
+                else OpenVINO on the CPU when installed, else ONNX Runtime), ``tensorrt``,
+                ``onnxruntime``, ``openvino`` or ``torch``.
             device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-            precision: ``fp32``, ``fp16`` (GPU) or ``int8`` (TensorRT).
+            precision: ``auto`` (:func:`seg_ros.runtime.auto.choose_precision`: fp16 on CUDA,
+                bf16 under OpenVINO on CPUs with native bf16, else fp32; int8 for a file from
+                ``seg-ros quantize``), ``fp32``, ``fp16`` (GPU), ``bf16`` (OpenVINO) or
+                ``int8`` (TensorRT; onnxruntime/openvino with a quantized file).
             input_size: (height, width) network input; defaults to the model metadata. An
                 ONNX file / engine has a fixed size, which this must match if given.
             resize_mode: ``stretch`` or ``letterbox``.
@@ -169,14 +177,23 @@ class Segmenter:
             raise SegRosError(f'model file not found: {model}')
         if weights is not None and kind != 'name':
             raise SegRosError('weights= goes with a registered model name, not a model file')
+        requested_device = device
         if device == 'auto':
             device = 'cuda' if cuda_available() else 'cpu'
         name = resolve_backend(backend, kind, device)
+        if name == 'openvino' and requested_device == 'auto':
+            device = 'cpu'  # OpenVINO runs on the CPU (or an Intel GPU named explicitly)
+        requested_precision = precision
+        precision, precision_reason = choose_precision(precision, name, device)
         size = (int(input_size[0]), int(input_size[1])) if input_size else None
         if size is not None and min(size) < 1:
             raise SegRosError(f'input_size must be positive, got {size}')
-        if name != 'tensorrt' and precision == 'int8':
-            raise SegRosError('int8 needs the tensorrt backend')
+        if name == 'torch' and precision == 'int8':
+            raise SegRosError('int8 runs on tensorrt, or on onnxruntime/openvino with a file '
+                              'from `seg-ros quantize`; not on torch')
+        if name != 'openvino' and precision == 'bf16':
+            raise SegRosError('bf16 runs on the openvino backend (CPUs with AVX512_BF16 or '
+                              f'AMX), not on {name}')
         cache = Path(engine_cache_dir) if engine_cache_dir else default_cache_dir()
         impl: Backend
         if name == 'torch':
@@ -197,6 +214,14 @@ class Segmenter:
             impl = OrtBackend(onnx_path, device=device, threads=threads,
                               engine_cache_dir=cache, fp16=precision == 'fp16',
                               **backend_options)
+        elif name == 'openvino':
+            from seg_ros.runtime.openvino_backend import OpenVinoBackend
+
+            onnx_path = Path(model) if kind == 'onnx' else _export_cached(
+                str(model), weights, size, False, cache)
+            impl = OpenVinoBackend(onnx_path, device=device, precision=precision,
+                                   threads=threads, cache_dir=cache / 'openvino',
+                                   **backend_options)
         else:
             from seg_ros.runtime import trt_backend
 
@@ -214,9 +239,18 @@ class Segmenter:
             raise SegRosError(f'{model} runs at {impl.input_size[0]}x{impl.input_size[1]}, '
                               f'input_size {size[0]}x{size[1]} was requested (re-export with '
                               f'`seg-ros export --size {size[0]}x{size[1]}`)')
-        log.info('segmenter: %s on %s (%s), input %dx%d, %s', impl.meta.model, impl.name,
-                 impl.device, impl.input_size[0], impl.input_size[1], resize_mode)
-        return cls(impl, resize_mode=resize_mode)
+        try:
+            precision, precision_reason = _file_precision(impl, requested_precision,
+                                                          precision, precision_reason)
+        except SegRosError:
+            impl.close()
+            raise
+        log.info('segmenter: %s on %s (%s, %s: %s), input %dx%d, %s', impl.meta.model,
+                 impl.name, impl.device, precision, precision_reason, impl.input_size[0],
+                 impl.input_size[1], resize_mode)
+        seg = cls(impl, resize_mode=resize_mode)
+        seg.precision, seg.precision_reason = precision, precision_reason
+        return seg
 
     # ------------------------------------------------------------------ settings
     def set_palette(self, palette: str | Sequence[Sequence[int]]) -> None:
@@ -332,6 +366,28 @@ class Segmenter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _file_precision(impl: Backend, requested: str, precision: str,
+                    reason: str) -> tuple[str, str]:
+    """Reconcile the precision with an int8 ONNX file (from ``seg-ros quantize``).
+
+    ONNX Runtime and OpenVINO run a quantized file as it is: ``auto`` becomes int8, and an
+    explicit precision that contradicts the file is refused rather than silently ignored.
+    """
+    file_precision = getattr(impl, 'file_precision', None)
+    if impl.name not in ('onnxruntime', 'openvino') or file_precision is None:
+        return precision, reason
+    if file_precision == 'int8':
+        if requested in ('auto', 'int8'):
+            return 'int8', ('requested' if requested == 'int8'
+                            else 'auto: the file is int8 (seg-ros quantize)')
+        raise SegRosError(f'the model file is int8-quantized; precision {requested} cannot be '
+                          'honoured (use auto or int8, or the fp32 export)')
+    if precision == 'int8':
+        raise SegRosError(f'the model file is {file_precision}: int8 on {impl.name} runs a '
+                          'file from `seg-ros quantize`')
+    return precision, reason
 
 
 def _ort_has_cuda() -> bool:

@@ -11,11 +11,10 @@ import argparse
 from collections.abc import Callable
 import importlib
 import os
-import re
 import sys
 
 from seg_ros import __version__
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 
 
 def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
@@ -56,18 +55,6 @@ positive_int = _int_at_least(1)
 #: ``type=`` of options that must be >= 0 (``--warmup``, ...).
 non_negative_int = _int_at_least(0)
 
-_ANSI = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
-
-
-def one_line(text: str) -> str:
-    """First non-empty line of ``text`` without terminal colour codes (torch and onnx colour
-    some messages); empty when there is none."""
-    for line in _ANSI.sub('', str(text)).splitlines():
-        if line.strip():
-            return line.strip()
-    return ''
-
-
 def error_detail(exc: BaseException) -> str:
     """The one-line reason the CLI prints for ``exc``.
 
@@ -76,7 +63,7 @@ def error_detail(exc: BaseException) -> str:
     """
     if isinstance(exc, RecursionError):
         return 'input nested too deeply (RecursionError)'
-    detail = one_line(str(exc))
+    detail = first_line(exc)
     if isinstance(exc, SegRosError):
         return detail or type(exc).__name__
     return f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__

@@ -13,7 +13,7 @@ import re
 import tempfile
 from typing import Any, BinaryIO
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
@@ -132,17 +132,13 @@ def read_yaml(path: str | os.PathLike[str], missing: str,
     except SegRosError:
         raise
     except yaml.YAMLError as exc:
-        raise SegRosError(f'{path}: not valid YAML ({_first_line(exc)})') from None
+        reason = first_line(exc) or type(exc).__name__
+        raise SegRosError(f'{path}: not valid YAML ({reason})') from None
     except RecursionError:
         raise SegRosError(f'{path}: YAML nested too deeply') from None
     except Exception as exc:  # the constructors raise ValueError/OverflowError on odd scalars
         raise SegRosError(f'{path}: not valid YAML ({type(exc).__name__}: '
-                          f'{_first_line(exc)})') from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+                          f'{first_line(exc)})') from None
 
 
 def _decode_utf8(path: Path, data: bytes) -> str:

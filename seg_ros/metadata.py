@@ -44,6 +44,9 @@ IGNORE_INDEX = 255
 # Largest network input side metadata may ask for (a hostile file must not make export or
 # the node allocate gigabytes before anything else is checked).
 MAX_INPUT_SIDE = 16384
+# 255 classes take ~15 KB of palette YAML; the node reads palettes at run time, so a large file
+# is refused before parsing rather than parsed for seconds.
+MAX_PALETTE_BYTES = 256 * 1024
 
 PALETTES: dict[str, tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]] = {
     'cityscapes': (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
@@ -264,7 +267,8 @@ def load_palette(spec: str, num_classes: int | None = None) -> tuple[list[str], 
             is_file = False
         if not is_file:
             raise SegRosError(f'palette {spec!r:.200} is neither {sorted(PALETTES)} nor a file')
-        data = read_yaml(path, f'palette {spec!r} is neither {sorted(PALETTES)} nor a file')
+        data = read_yaml(path, f'palette {spec!r} is neither {sorted(PALETTES)} nor a file',
+                         max_bytes=MAX_PALETTE_BYTES)
         entries = data.get('classes') if isinstance(data, dict) else None
         if not isinstance(entries, list) or not entries:
             raise SegRosError(f'{path}: expected a "classes" list of {{name, color}}')

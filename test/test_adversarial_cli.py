@@ -212,6 +212,7 @@ HOSTILE_PALETTES: dict[str, bytes] = {
     'fraction': _colour_yaml('[1.5, 0, 0]').encode(),  # was silently truncated to 1
     'bool_colour': _colour_yaml('[true, 0, 0]').encode(),  # was read as 1
     'bad_timestamp': b'classes: 2001-13-45\n',
+    'huge_file': b'# ' + b'x' * (300 * 1024) + b'\nclasses: [{name: a, color: [1, 2, 3]}]\n',
     'too_many_classes': ('classes:\n' + ''.join(
         f'  - {{name: c{i}, color: [1, 2, 3]}}\n' for i in range(300))).encode(),
 }

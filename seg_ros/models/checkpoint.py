@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 from seg_ros.fileio import atomic_write
 from seg_ros.metadata import ModelMeta
 
@@ -72,7 +72,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise SegRosError(f'{path}: not a readable checkpoint ({type(exc).__name__}: '
-                          f'{_first_line(exc)})') from None
+                          f'{first_line(exc)})') from None
     if not isinstance(data, dict) or data.get('format') != FORMAT:
         raise SegRosError(f'{path}: not a seg_ros checkpoint (for official RegSeg/SFNet-Lite '
                           f'weights run `seg-ros convert-official` first)')
@@ -100,11 +100,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {'meta': meta, 'state_dict': dict(state), 'extra': extra}
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else ''
-
-
 def build_model(meta: ModelMeta, state_dict: Mapping[str, torch.Tensor],
                 source: str | os.PathLike[str] = 'checkpoint') -> nn.Module:
     """The eval-mode model ``meta`` describes, holding ``state_dict``.
@@ -126,12 +121,12 @@ def build_model(meta: ModelMeta, state_dict: Mapping[str, torch.Tensor],
         raise SegRosError(f'{source}: {exc}') from None
     except Exception as exc:  # the architecture's config refuses the overrides
         raise SegRosError(f'{source}: metadata "arch" {sorted(meta.arch)} does not fit '
-                          f'{meta.model} ({type(exc).__name__}: {_first_line(exc)})') from None
+                          f'{meta.model} ({type(exc).__name__}: {first_line(exc)})') from None
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except Exception as exc:  # size mismatches are a RuntimeError listing every tensor
         raise SegRosError(f'{source}: weights do not fit {meta.model} '
-                          f'({_first_line(exc)} {_shape_hint(exc)})'.rstrip()) from None
+                          f'({first_line(exc)} {_shape_hint(exc)})'.rstrip()) from None
     if missing or unexpected:
         raise SegRosError(f'{source}: weights do not fit {meta.model}: missing {missing[:3]}, '
                           f'unexpected {unexpected[:3]}')

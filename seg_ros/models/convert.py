@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line, strip_ansi
 
 __all__ = ['FAMILIES', 'load_official_state_dict', 'unwrap_state_dict', 'detect_model',
            'map_official_keys', 'convert_state_dict', 'convert_official']
@@ -62,14 +62,13 @@ def numpy_safe_globals() -> list[Any]:
     return [scalar, np.dtype, *sorted(dtype_classes, key=lambda t: t.__name__)]
 
 
-_ANSI = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
 _UNSAFE_GLOBAL = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
 
 
 def _load_error(path: Path, exc: Exception) -> SegRosError:
     """One line naming what ``weights_only=True`` refused (torch's text is many lines with
     terminal colour codes)."""
-    text = _ANSI.sub('', str(exc))
+    text = strip_ansi(str(exc))
     refused = _UNSAFE_GLOBAL.search(text)
     if refused:
         return SegRosError(
@@ -77,7 +76,7 @@ def _load_error(path: Path, exc: Exception) -> SegRosError:
             f'stored in the checkpoint (only tensors, builtins and numpy scalars are '
             f'allowed, so no code runs); if you trust the file, re-save just its weights: '
             f'torch.save(ckpt["state_dict"], "weights.pth")')
-    first = next((line.strip() for line in text.splitlines() if line.strip()), '')
+    first = first_line(text)
     return SegRosError(f'{path}: cannot be read as a PyTorch checkpoint with '
                        f'weights_only=True ({type(exc).__name__}: {first})')
 

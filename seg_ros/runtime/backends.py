@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 from seg_ros.metadata import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError for a truncated / foreign file, OSError
-        first = next((x.strip() for x in str(exc).splitlines() if x.strip()), '')
+        first = first_line(exc)
         raise SegRosError(f'{path}: not a readable ONNX file ({type(exc).__name__}'
                           f'{": " + first if first else ""}); truncated? export it again '
                           f'with `seg-ros export`') from None

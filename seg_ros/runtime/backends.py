@@ -243,10 +243,9 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError for a truncated / foreign file, OSError
-        first = first_line(exc)
-        raise SegRosError(f'{path}: not a readable ONNX file ({type(exc).__name__}'
-                          f'{": " + first if first else ""}); truncated? export it again '
-                          f'with `seg-ros export`') from None
+        reason = type(exc).__name__ + (f': {first_line(exc)}' if first_line(exc) else '')
+        raise SegRosError(f'cannot load model {path}: not a readable ONNX file ({reason}); '
+                          f'truncated? export it again with `seg-ros export`') from None
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
         raise SegRosError(f'{path}: no seg_ros metadata in the ONNX file (export it with '

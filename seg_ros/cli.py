@@ -8,12 +8,13 @@ runs, so ``seg-ros --help`` stays fast (no torch import).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import importlib
 import os
 import sys
 
 from seg_ros import __version__
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 
 
 def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
@@ -30,6 +31,42 @@ def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
         raise SegRosError(f'size must be at least {minimum}x{minimum}, got {text!r}'
                           if minimum > 1 else f'size must be positive, got {text!r}')
     return h, w
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers >= ``minimum`` (refused at parse time, with
+    argparse's one-line usage error, before any model is loaded)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be >= {minimum}, got {value}')
+        return value
+
+    parse.__name__ = f'integer >= {minimum}'
+    return parse
+
+
+#: ``type=`` of options that must be >= 1 (``--iters``, ``--threads``, ...).
+positive_int = _int_at_least(1)
+#: ``type=`` of options that must be >= 0 (``--warmup``, ...).
+non_negative_int = _int_at_least(0)
+
+def error_detail(exc: BaseException) -> str:
+    """The one-line reason the CLI prints for ``exc``.
+
+    A :class:`SegRosError` is already worded for the user; any other exception is a bug or an
+    unforeseen input, so its type is kept in front of the message for the report.
+    """
+    if isinstance(exc, RecursionError):
+        return 'input nested too deeply (RecursionError)'
+    detail = first_line(exc)
+    if isinstance(exc, SegRosError):
+        return detail or type(exc).__name__
+    return f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
 
 
 # name -> (one-line help, module that implements it)
@@ -105,14 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print('seg-ros: interrupted', file=sys.stderr)
         return 130
-    except (SegRosError, OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+    except Exception as exc:  # every failure of every subcommand: one line, exit 1
         if _debug():
             raise
         name = f' {command}' if command else ''
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, SegRosError):
-            detail = f'{type(exc).__name__}: {detail}'
-        print(f'seg-ros{name}: error: {detail}', file=sys.stderr)
+        print(f'seg-ros{name}: error: {error_detail(exc)}', file=sys.stderr)
         return 1
 
 

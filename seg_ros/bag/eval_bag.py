@@ -21,6 +21,7 @@ from tqdm import tqdm
 from seg_ros.bag.io import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
+    BagFrame,
     BagReader,
     BagReadError,
     BagWriter,
@@ -90,11 +91,22 @@ class Prepared:
     names: list[str] | None
     frames_in_topic: int
     warnings: list[str] = field(default_factory=list)
+    frames_listed: int | None = None
+    max_frames: int | None = None
 
     @property
     def frames(self) -> int:
         """Frames that will be evaluated."""
         return len(self.stamps)
+
+    @property
+    def frames_expected(self) -> int:
+        """Frames a complete run reads: the selection, or -- when metadata.yaml lists more
+        messages than the storage holds -- the listed count (capped by --max-frames)."""
+        listed = self.frames_in_topic if self.frames_listed is None else self.frames_listed
+        if listed <= self.frames_in_topic:
+            return self.frames
+        return max(self.frames, min(listed, self.max_frames or listed))
 
 
 def _label_matcher(reader: BagReader, cfg: EvalConfig, warnings: list[str]) -> LabelMatcher | None:
@@ -133,11 +145,21 @@ def prepare(cfg: EvalConfig) -> Prepared:
         if not stamps:
             raise BagReadError(f'{cfg.bag}: no readable message on {cfg.image_topic!r}'
                                + (f' ({scan_error})' if scan_error else ''))
+        # Frames are counted by reading them; metadata.yaml (or the storage index) only claims
+        # a count, which a damaged or hand-edited bag gets wrong in either direction.
+        readable = len(stamps)
+        claimed = reader.metadata_count(cfg.image_topic)
+        listed = info.count if claimed is None else claimed
+        warnings: list[str] = []
+        if listed != readable:
+            where = 'metadata.yaml' if claimed is not None else 'the bag index'
+            how = (f'only {readable} could be read' if scan_error else
+                   f'the storage holds {readable} (counted by reading)')
+            warnings.append(f'{where} lists {listed} messages on {cfg.image_topic} but {how}')
         if cfg.max_frames is not None:
             if cfg.max_frames < 1:
                 raise SegRosError(f'--max-frames must be >= 1, got {cfg.max_frames}')
             stamps = stamps[:cfg.max_frames]
-        warnings: list[str] = []
         if reader.salvaged:
             warnings.append(f'the bag is damaged ({reader.damage}); frames were recovered by '
                             'scanning its storage file')
@@ -150,7 +172,8 @@ def prepare(cfg: EvalConfig) -> Prepared:
                 raise SegRosError(_no_match_message(cfg, matcher, stamps))
         return Prepared(reader=reader, image_msgtype=info.msgtype, stamps=stamps,
                         scan_error=scan_error, matcher=matcher, label_keys=keys, names=names,
-                        frames_in_topic=info.count, warnings=warnings)
+                        frames_in_topic=readable, warnings=warnings, frames_listed=listed,
+                        max_frames=cfg.max_frames)
     except BaseException:
         reader.close()
         raise
@@ -238,13 +261,13 @@ class OutputBag:
         """Copy an input message unchanged."""
         self.writer.write_raw(topic, msgtype, log_time_ns, raw)
 
-    def add_prediction(self, ids: np.ndarray, stamp_ns: int, frame_id: str,
-                       log_time_ns: int) -> None:
-        """Mask (mono8 class ids) and colour (rgb8) with the input's header."""
-        self.writer.write_image(f'{OUTPUT_PREFIX}/mask', ids, 'mono8', stamp_ns, frame_id,
-                                log_time_ns)
+    def add_prediction(self, ids: np.ndarray, frame: BagFrame, log_time_ns: int) -> None:
+        """Mask (mono8 class ids) and colour (rgb8) with the input's header, byte for byte
+        (``frame.stamp`` as recorded, not re-derived from nanoseconds)."""
+        self.writer.write_image(f'{OUTPUT_PREFIX}/mask', ids, 'mono8', frame.stamp_ns,
+                                frame.frame_id, log_time_ns, stamp=frame.stamp)
         self.writer.write_image(f'{OUTPUT_PREFIX}/color', colorize(ids, self.palette), 'rgb8',
-                                stamp_ns, frame_id, log_time_ns)
+                                frame.stamp_ns, frame.frame_id, log_time_ns, stamp=frame.stamp)
 
     def close(self) -> dict[str, Any]:
         """Finish the bag (metadata.yaml) and describe it for the report."""
@@ -316,7 +339,7 @@ def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
                 acc.add(index, frame.rgb, result.ids, label, latency,
                         getattr(result, 'timings', None))
                 if out_bag is not None:
-                    out_bag.add_prediction(result.ids, frame.stamp_ns, frame.frame_id, t)
+                    out_bag.add_prediction(result.ids, frame, t)
             acc.frames_read += 1
             bar.update(1)
     except BagReadError as exc:
@@ -338,9 +361,15 @@ def build_report(cfg: EvalConfig, prep: Prepared, acc: Accumulator, seg_info: di
                  extra: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
     """Assemble report.json's content."""
     error = extra.pop('error', None)
+    if error is None and acc.frames_read < prep.frames_expected:
+        # every readable message was read, yet metadata.yaml promised more: a cut bag
+        error = (f'{cfg.bag}: metadata.yaml lists {prep.frames_listed} messages on '
+                 f'{cfg.image_topic} but the storage holds only {prep.frames_in_topic}; the '
+                 f'bag is incomplete (cut or damaged)')
     sha = bag_sha256(cfg.bag)
     frames: dict[str, Any] = {
-        'in_topic': prep.frames_in_topic, 'selected': prep.frames, 'read': acc.frames_read,
+        'in_topic': prep.frames_in_topic, 'in_metadata': prep.frames_listed,
+        'selected': prep.frames, 'expected': prep.frames_expected, 'read': acc.frames_read,
         'evaluated': acc.frames_evaluated, 'without_label': acc.frames_without_label,
         'undecodable': acc.frames_undecodable}
     frames.update(extra.pop('frames', {}))
@@ -423,6 +452,10 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         prep.reader.close()
     if not report['complete']:
+        listed = prep.frames_listed
+        counts = (f' ({prep.frames_in_topic} readable, metadata.yaml lists {listed})'
+                  if listed is not None and listed != prep.frames_in_topic else '')
         raise SegRosError(f'{report["error"]} -- partial report for {acc.frames_read} of '
-                          f'{prep.frames_in_topic} frames written to {cfg.out_dir}/report.json')
+                          f'{prep.frames_expected} frames{counts} written to '
+                          f'{cfg.out_dir}/report.json')
     return report

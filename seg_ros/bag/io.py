@@ -75,9 +75,11 @@ class BagFrame:
         log_time_ns: time the message was recorded (the bag's own timestamp).
         frame_id: header frame_id.
         rgb: H x W x 3 uint8 RGB, or None if the payload could not be decoded.
-        error: why ``rgb`` is None.
         msgtype: sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage.
         raw: the serialised CDR message (for copying into an output bag or replaying).
+        error: why ``rgb`` is None.
+        stamp: the header stamp exactly as recorded, ``(sec, nanosec)``: outputs reuse it
+            unchanged (``stamp_ns`` normalises an out-of-range ``nanosec`` such as 1e9).
     """
 
     index: int
@@ -88,6 +90,7 @@ class BagFrame:
     msgtype: str
     raw: bytes = b''
     error: str = ''
+    stamp: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -239,6 +242,25 @@ class BagReader:
             info = out.get(c.topic)
             out[c.topic] = TopicInfo(c.topic, c.msgtype, c.msgcount + (info.count if info else 0))
         return out
+
+    def metadata_count(self, topic: str) -> int | None:
+        """Message count of ``topic`` as metadata.yaml states it (None: no readable
+        metadata.yaml, or the topic is not listed). Only a claim: the storage may hold fewer
+        messages (a damaged bag) or more."""
+        meta = self.path / 'metadata.yaml' if self.path.is_dir() else None
+        if meta is None or not meta.is_file():
+            return None
+        try:
+            info = yaml.safe_load(meta.read_text())['rosbag2_bagfile_information']
+            total = 0
+            found = False
+            for entry in info.get('topics_with_message_count') or []:
+                if entry['topic_metadata']['name'] == topic:
+                    total += int(entry['message_count'])
+                    found = True
+            return total if found else None
+        except Exception:  # a damaged metadata.yaml makes no claim
+            return None
 
     def image_topics(self) -> list[str]:
         """Topics holding Image or CompressedImage messages."""
@@ -430,9 +452,10 @@ def decode_frame(raw: bytes, msgtype: str, index: int, log_time_ns: int,
             rgb = message_to_rgb(msg, msgtype)
         except ImageDecodeError as exc:
             error = str(exc)
-    return BagFrame(index=index, stamp_ns=stamp_to_ns(msg.header.stamp), log_time_ns=log_time_ns,
+    stamp = msg.header.stamp
+    return BagFrame(index=index, stamp_ns=stamp_to_ns(stamp), log_time_ns=log_time_ns,
                     frame_id=str(msg.header.frame_id), rgb=rgb, msgtype=msgtype, raw=raw,
-                    error=error)
+                    error=error, stamp=(int(stamp.sec), int(stamp.nanosec)))
 
 
 def message_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
@@ -446,9 +469,9 @@ def message_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
     return image_to_rgb(msg)
 
 
-def _header(stamp_ns: int, frame_id: str) -> Any:
+def _header(stamp_ns: int, frame_id: str, stamp: tuple[int, int] | None = None) -> Any:
     ts = typestore()
-    sec, nsec = ns_to_stamp(stamp_ns)
+    sec, nsec = ns_to_stamp(stamp_ns) if stamp is None else stamp
     Time = ts.types['builtin_interfaces/msg/Time']
     Header = ts.types['std_msgs/msg/Header']
     return Header(stamp=Time(sec=sec, nanosec=nsec), frame_id=frame_id)
@@ -535,11 +558,17 @@ class BagWriter:
                        bytes(typestore().serialize_cdr(msg, msgtype)))
 
     def write_image(self, topic: str, arr: np.ndarray, encoding: str, stamp_ns: int,
-                    frame_id: str, log_time_ns: int | None = None) -> None:
-        """Write an array as sensor_msgs/Image (``encoding`` as in :mod:`seg_ros.encodings`)."""
+                    frame_id: str, log_time_ns: int | None = None,
+                    stamp: tuple[int, int] | None = None) -> None:
+        """Write an array as sensor_msgs/Image (``encoding`` as in :mod:`seg_ros.encodings`).
+
+        Args:
+            stamp: header ``(sec, nanosec)`` written as given (e.g. an input message's header,
+                even one whose ``nanosec`` is out of range); default: from ``stamp_ns``.
+        """
         fields = array_to_image_fields(arr, encoding)
         fields['data'] = np.frombuffer(fields['data'], dtype=np.uint8)
-        msg = typestore().types[IMAGE_TYPE](header=_header(stamp_ns, frame_id), **fields)
+        msg = typestore().types[IMAGE_TYPE](header=_header(stamp_ns, frame_id, stamp), **fields)
         self.write_message(topic, IMAGE_TYPE, stamp_ns if log_time_ns is None else log_time_ns,
                            msg)
 

@@ -336,8 +336,7 @@ def _post_pass(cfg: EvalConfig, prep: Prepared, meta: ModelMeta, acc: Accumulato
                     acc.samples.append(Sample.make(index, frame.rgb,
                                                    recorder.sample_masks[index], label))
                 if out_bag is not None and index in recorder.masks:
-                    out_bag.add_prediction(decode_label(recorder.masks[index]), frame.stamp_ns,
-                                           frame.frame_id, t)
+                    out_bag.add_prediction(decode_label(recorder.masks[index]), frame, t)
     except SegRosError as exc:
         extra.setdefault('error', str(exc))
     except BaseException:

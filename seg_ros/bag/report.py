@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from seg_ros.errors import SegRosError
 from seg_ros.eval.metrics import ConfusionMatrix
 from seg_ros.metadata import IGNORE_INDEX
 
@@ -105,7 +106,10 @@ class Accumulator:
         if label is None:
             self.frames_without_label += 1
         else:
-            self.cm.update(pred, label)
+            try:
+                self.cm.update(pred, label)
+            except ValueError as exc:  # label ids of another class set, as `eval` refuses
+                raise SegRosError(f'frame {index}: {exc}') from None
             self.frames_evaluated += 1
         if index in self.sample_indices and rgb is not None:
             self.samples.append(Sample.make(index, rgb, pred, label))

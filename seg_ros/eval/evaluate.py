@@ -158,7 +158,10 @@ def evaluate(weights: str, kind: str, root: str | None, split: str = 'val',
             ids = runner(image)
             if ids.shape != label.shape:
                 raise SegRosError(f'prediction {ids.shape} and label {label.shape} differ')
-            cm.update(ids, label)
+            try:
+                cm.update(ids, label)
+            except ValueError as exc:  # label ids outside the dataset's declared classes
+                raise SegRosError(f'{kind} image {i}: {exc}') from None
     finally:
         close()
     info = {'weights': str(weights), 'model': meta.model, 'backend': backend_name,

@@ -32,20 +32,51 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int,
         int64 array (C, C): rows are ground truth, columns predictions.
 
     Raises:
-        ValueError: shapes differ, or a valid pixel has a prediction outside 0..C-1 (a model
-            with another class count than the labels: silently dropping those pixels would
-            inflate the score).
+        ValueError: shapes differ, a label pixel other than ``ignore_index`` is outside
+            0..C-1, or a valid pixel has a prediction outside 0..C-1 (a model with another
+            class count than the labels: silently dropping those pixels would distort the
+            score; :func:`check_label_ids` words the label case for users).
     """
     pred = _as_numpy(pred).astype(np.int64, copy=False).ravel()
     target = _as_numpy(target).astype(np.int64, copy=False).ravel()
     if pred.shape != target.shape:
         raise ValueError(f'prediction has {pred.size} pixels, ground truth {target.size}')
-    valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
+    check_label_ids(target, num_classes, ignore_index)
+    valid = target != ignore_index
     t, p = target[valid], pred[valid]
     if p.size and (p.min() < 0 or p.max() >= num_classes):
         raise ValueError(f'predicted class id {int(p.max())} outside 0..{num_classes - 1}')
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes).astype(np.int64)
+
+
+def check_label_ids(target: Any, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    """Refuse label ids the model cannot predict (other than ``ignore_index``).
+
+    Such pixels can never be right; counting them as ignored would score a 3-class model on
+    19-class labels as if the labels had 3 classes. The message gives the ids and their
+    share of the labelled pixels, so the user sees whether the labels or the model is wrong.
+
+    Raises:
+        ValueError: some label pixels are outside ``0..num_classes-1``.
+    """
+    target = _as_numpy(target)
+    if target.size == 0:
+        return
+    if int(target.min()) >= 0 and int(target.max()) < num_classes:
+        return  # the common case, without temporaries
+    flat = target.astype(np.int64, copy=False).ravel()
+    bad = ((flat < 0) | (flat >= num_classes)) & (flat != ignore_index)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return
+    labelled = int((flat != ignore_index).sum())
+    ids = np.unique(flat[bad])
+    shown = ', '.join(str(int(i)) for i in ids[:6]) + (', ...' if ids.size > 6 else '')
+    raise ValueError(f"label ids {shown} are outside the model's {num_classes} classes "
+                     f'(0..{num_classes - 1}; {ignore_index} = ignore): {n_bad} of {labelled} '
+                     f'labelled pixels ({100 * n_bad / max(labelled, 1):.1f}%); the labels use '
+                     f'another class set than the model')
 
 
 def iou_per_class(cm: np.ndarray) -> np.ndarray:

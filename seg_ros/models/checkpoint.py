@@ -11,6 +11,7 @@ writing leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 from seg_ros.fileio import atomic_write
 from seg_ros.metadata import ModelMeta
 
@@ -55,10 +56,14 @@ def _strip_prefix(key: str) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a seg_ros checkpoint with ``weights_only=True``.
+    """Load a seg_ros checkpoint with ``weights_only=True`` and check its structure.
 
     Returns:
         dict with ``meta`` (:class:`ModelMeta`), ``state_dict`` and ``extra``.
+
+    Raises:
+        SegRosError: missing or unreadable file, not a seg_ros checkpoint, or metadata /
+            state_dict / extra of the wrong type (the message names the field).
     """
     path = Path(path)
     if not path.is_file():
@@ -67,23 +72,74 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise SegRosError(f'{path}: not a readable checkpoint ({type(exc).__name__}: '
-                          f'{str(exc).splitlines()[0] if str(exc) else ""})') from exc
+                          f'{first_line(exc)})') from None
     if not isinstance(data, dict) or data.get('format') != FORMAT:
         raise SegRosError(f'{path}: not a seg_ros checkpoint (for official RegSeg/SFNet-Lite '
                           f'weights run `seg-ros convert-official` first)')
-    return {'meta': ModelMeta.from_dict(data['meta']), 'state_dict': data['state_dict'],
-            'extra': data.get('extra', {})}
+    if 'meta' not in data:
+        raise SegRosError(f'{path}: damaged checkpoint: no "meta" entry')
+    try:
+        meta = ModelMeta.from_dict(data['meta'])
+    except SegRosError as exc:
+        raise SegRosError(f'{path}: bad metadata: {exc}') from None
+    state = data.get('state_dict')
+    if not isinstance(state, Mapping) or not state:
+        raise SegRosError(f'{path}: damaged checkpoint: "state_dict" must be a non-empty '
+                          f'mapping of tensors, got {type(state).__name__}')
+    bad = [str(k) for k, v in state.items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise SegRosError(f'{path}: damaged checkpoint: {len(bad)} state_dict entries are not '
+                          f'named tensors (e.g. {", ".join(bad[:3])})')
+    extra = data.get('extra', {})
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise SegRosError(f'{path}: damaged checkpoint: "extra" must be a mapping, got '
+                          f'{type(extra).__name__}')
+    return {'meta': meta, 'state_dict': dict(state), 'extra': extra}
+
+
+def build_model(meta: ModelMeta, state_dict: Mapping[str, torch.Tensor],
+                source: str | os.PathLike[str] = 'checkpoint') -> nn.Module:
+    """The eval-mode model ``meta`` describes, holding ``state_dict``.
+
+    Args:
+        meta: weights metadata (model name, classes, ``arch`` overrides).
+        state_dict: the weights (every tensor must fit the model).
+        source: file name for the error messages.
+
+    Raises:
+        SegRosError: ``meta.arch`` holds keywords or values the architecture does not take,
+            or the weights do not fit it (missing, unexpected or mis-shaped tensors).
+    """
+    from seg_ros.models import create_model
+
+    try:
+        model = create_model(meta.model, num_classes=meta.num_classes, **meta.arch)
+    except SegRosError as exc:
+        raise SegRosError(f'{source}: {exc}') from None
+    except Exception as exc:  # the architecture's config refuses the overrides
+        raise SegRosError(f'{source}: metadata "arch" {sorted(meta.arch)} does not fit '
+                          f'{meta.model} ({type(exc).__name__}: {first_line(exc)})') from None
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except Exception as exc:  # size mismatches are a RuntimeError listing every tensor
+        raise SegRosError(f'{source}: weights do not fit {meta.model} '
+                          f'({first_line(exc)} {_shape_hint(exc)})'.rstrip()) from None
+    if missing or unexpected:
+        raise SegRosError(f'{source}: weights do not fit {meta.model}: missing {missing[:3]}, '
+                          f'unexpected {unexpected[:3]}')
+    return model.eval()
+
+
+def _shape_hint(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if 'size mismatch' in line]
+    return f'{lines[0]}, ...' if lines else ''
 
 
 def model_from_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelMeta]:
     """Rebuild the eval-mode model stored in a checkpoint."""
-    from seg_ros.models import create_model
-
     ckpt = load_checkpoint(path)
     meta: ModelMeta = ckpt['meta']
-    model = create_model(meta.model, num_classes=meta.num_classes, **meta.arch)
-    missing, unexpected = model.load_state_dict(ckpt['state_dict'], strict=False)
-    if missing or unexpected:
-        raise SegRosError(f'{path}: weights do not fit {meta.model}: missing {missing[:3]}, '
-                          f'unexpected {unexpected[:3]}')
-    return model.eval(), meta
+    return build_model(meta, ckpt['state_dict'], path), meta

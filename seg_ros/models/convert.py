@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line, strip_ansi
 
 __all__ = ['FAMILIES', 'load_official_state_dict', 'unwrap_state_dict', 'detect_model',
            'map_official_keys', 'convert_state_dict', 'convert_official']
@@ -43,17 +43,55 @@ _DEAD_R18_LITE = re.compile(r'^head\.fpn_in\.2\.')
 _CLASSIFIER_KEYS = ('decoder.classifier.weight', 'head.conv_last.1.weight')
 
 
+def numpy_safe_globals() -> list[Any]:
+    """The numpy globals an official checkpoint's side data needs under ``weights_only=True``.
+
+    SFSegNets' ``utils/misc.py`` stores ``mean_iu = np.nanmean(iu)``: a numpy scalar, pickled
+    as ``numpy._core.multiarray.scalar(dtype, bytes)`` with a ``numpy.dtype`` (numpy 2: one
+    class per dtype, e.g. ``numpy.dtypes.Float64DType``). These rebuild a number from raw
+    bytes and run no code; arrays (``ndarray``, ``_reconstruct``) and everything else stay
+    refused.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    dtype_classes = {type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDG'}
+    return [scalar, np.dtype, *sorted(dtype_classes, key=lambda t: t.__name__)]
+
+
+_UNSAFE_GLOBAL = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
+
+
+def _load_error(path: Path, exc: Exception) -> SegRosError:
+    """One line naming what ``weights_only=True`` refused (torch's text is many lines with
+    terminal colour codes)."""
+    text = strip_ansi(str(exc))
+    refused = _UNSAFE_GLOBAL.search(text)
+    if refused:
+        return SegRosError(
+            f'{path}: torch.load(weights_only=True) refused the global {refused.group(1)} '
+            f'stored in the checkpoint (only tensors, builtins and numpy scalars are '
+            f'allowed, so no code runs); if you trust the file, re-save just its weights: '
+            f'torch.save(ckpt["state_dict"], "weights.pth")')
+    first = first_line(text)
+    return SegRosError(f'{path}: cannot be read as a PyTorch checkpoint with '
+                       f'weights_only=True ({type(exc).__name__}: {first})')
+
+
 def load_official_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """``torch.load`` an official checkpoint (``weights_only=True``) and unwrap its state_dict."""
+    """``torch.load`` an official checkpoint (``weights_only=True``, numpy scalars allowed as
+    :func:`numpy_safe_globals` lists) and unwrap its state_dict."""
     path = Path(path)
     if not path.is_file():
         raise SegRosError(f'checkpoint not found: {path}')
     try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many exception types for foreign files
-        first = str(exc).splitlines()[0] if str(exc) else ''
-        raise SegRosError(f'{path}: cannot be read as a PyTorch checkpoint with '
-                          f'weights_only=True ({type(exc).__name__}: {first})') from exc
+        raise _load_error(path, exc) from None
     return unwrap_state_dict(data, str(path))
 
 

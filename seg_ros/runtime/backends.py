@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_ros.errors import SegRosError
+from seg_ros.errors import SegRosError, first_line
 from seg_ros.metadata import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -293,12 +293,20 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
     """Read :class:`ModelMeta` from an exported ONNX file's ``metadata_props``."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError for a truncated / foreign file, OSError
+        reason = type(exc).__name__ + (f': {first_line(exc)}' if first_line(exc) else '')
+        raise SegRosError(f'cannot load model {path}: not a readable ONNX file ({reason}); '
+                          f'truncated? export it again with `seg-ros export`') from None
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
         raise SegRosError(f'{path}: no seg_ros metadata in the ONNX file (export it with '
                           f'`seg-ros export`)')
-    return ModelMeta.from_json(props[META_KEY])
+    try:
+        return ModelMeta.from_json(props[META_KEY])
+    except SegRosError as exc:
+        raise SegRosError(f'{path}: bad seg_ros metadata: {exc}') from None
 
 
 def ort_session_options(threads: int | None = None) -> Any:

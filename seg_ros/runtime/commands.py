@@ -8,7 +8,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from seg_ros.cli import parse_size
+from seg_ros.cli import non_negative_int, parse_size, positive_int
 from seg_ros.errors import SegRosError
 from seg_ros.runtime.backends import BACKENDS, PRECISIONS
 
@@ -111,9 +111,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                    help='camera frame HxW (default: the network size, i.e. no resize)')
     p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch')
     p.add_argument('--weights', default=None, help='checkpoint for a model name')
-    p.add_argument('--threads', type=int, default=None, help='CPU threads')
-    p.add_argument('--iters', type=int, default=50)
-    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--threads', type=positive_int, default=None, help='CPU threads')
+    p.add_argument('--iters', type=positive_int, default=50, help='timed frames (>= 1)')
+    p.add_argument('--warmup', type=non_negative_int, default=5, help='untimed frames first')
     p.add_argument('--confidence', action='store_true', help='also compute confidence')
     p.add_argument('--color', action='store_true', help='also colour the mask')
     p.add_argument('--overlay', action='store_true', help='also compute the overlay')
@@ -239,48 +239,107 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--weights', default=None)
     p.add_argument('--palette', default=None,
                    help='cityscapes, camvid or a YAML palette file (default: model metadata)')
-    p.add_argument('--alpha', type=float, default=0.5, help='overlay alpha')
+    p.add_argument('--alpha', type=_alpha, default=0.5, help='overlay alpha, 0..1')
     p.add_argument('--confidence', action='store_true', help='also write confidence PNGs')
-    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--threads', type=positive_int, default=None)
     p.add_argument('--engine-cache-dir', default=None)
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number 0..1, got {text!r}') from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f'must be 0..1, got {text!r}')
+    return value
+
+
+def output_names(images: list[str]) -> list[tuple[str, Path]]:
+    """(input, output path without suffix) for ``predict``: no two inputs share an output.
+
+    Outputs keep the inputs' paths relative to the deepest folder they all share, so
+    ``a/frame.png b/frame.png`` become ``a/frame`` and ``b/frame``; files of one folder that
+    differ only in their extension keep it (``frame.png`` -> ``frame.png``, ``frame.jpg`` ->
+    ``frame.jpg``, each then suffixed ``.png`` / ``.jpg`` by the writer). The same file given
+    twice is segmented once.
+
+    Raises:
+        SegRosError: two different inputs would still write the same output.
+    """
+    import os
+
+    unique: dict[Path, str] = {}
+    for name in images:
+        unique.setdefault(Path(os.path.abspath(name)), name)
+    paths = list(unique)
+    if not paths:
+        return []
+    base = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    rel = [p.relative_to(base) for p in paths]
+    stems = [r.with_suffix('') for r in rel]
+    counts: dict[Path, int] = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    out = [r if counts[s] > 1 else s for r, s in zip(rel, stems)]
+    seen: dict[Path, str] = {}
+    for path, o in zip(paths, out):
+        other = seen.setdefault(o, unique[path])
+        if other != unique[path]:
+            raise SegRosError(f'{other} and {unique[path]} would write the same output '
+                              f'{o}; rename one of them')
+    return [(unique[p], o) for p, o in zip(paths, out)]
+
+
+def _write_image(path: Path, image: Any) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise SegRosError(f'cannot write {path}')
 
 
 def _predict_run(args: argparse.Namespace) -> int:
     import cv2
 
+    from seg_ros.metadata import load_palette
     from seg_ros.runtime.segmenter import Segmenter
 
     _setup_logging()
+    # everything that can be refused without the model is checked before loading it
+    palette = load_palette(args.palette)[1] if args.palette else None
+    targets = output_names(args.images)
     seg = Segmenter.from_file(args.model, backend=args.backend, device=args.device,
                               precision=args.precision, input_size=args.size,
                               resize_mode=args.resize_mode, weights=args.weights,
                               engine_cache_dir=args.engine_cache_dir, threads=args.threads)
-    if args.palette:
-        seg.set_palette(args.palette)
-    out = Path(args.out)
-    for sub in ('ids', 'color', 'overlay') + (('confidence',) if args.confidence else ()):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for name in args.images:
-        bgr = cv2.imread(name, cv2.IMREAD_COLOR)
-        if bgr is None:
-            print(f'seg-ros predict: skipping {name}: not a readable image', file=sys.stderr)
-            failed += 1
-            continue
-        res = seg(bgr, color_order='bgr', confidence=args.confidence, color=True,
-                  overlay=True, overlay_alpha=args.alpha)
-        stem = Path(name).stem
-        cv2.imwrite(str(out / 'ids' / f'{stem}.png'), res.ids)
-        cv2.imwrite(str(out / 'color' / f'{stem}.png'),
-                    cv2.cvtColor(res.color, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
-        cv2.imwrite(str(out / 'overlay' / f'{stem}.jpg'),
-                    cv2.cvtColor(res.overlay, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
-        if res.confidence is not None:
-            cv2.imwrite(str(out / 'confidence' / f'{stem}.png'), res.confidence)
-        t = res.timings
-        print(f'{name}: {bgr.shape[1]}x{bgr.shape[0]}, inference {t["inference_ms"]:.1f} ms')
-    seg.close()
-    done = len(args.images) - failed
+    try:
+        if palette is not None:
+            seg.set_palette(palette)
+        out = Path(args.out)
+        failed = done = 0
+        for name, rel in targets:
+            bgr = cv2.imread(name, cv2.IMREAD_COLOR)
+            if bgr is None:
+                print(f'seg-ros predict: skipping {name}: not a readable image',
+                      file=sys.stderr)
+                failed += 1
+                continue
+            res = seg(bgr, color_order='bgr', confidence=args.confidence, color=True,
+                      overlay=True, overlay_alpha=args.alpha)
+            _write_image(out / 'ids' / f'{rel}.png', res.ids)
+            _write_image(out / 'color' / f'{rel}.png',
+                         cv2.cvtColor(res.color, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
+            _write_image(out / 'overlay' / f'{rel}.jpg',
+                         cv2.cvtColor(res.overlay, cv2.COLOR_RGB2BGR))  # type: ignore[arg-type]
+            if res.confidence is not None:
+                _write_image(out / 'confidence' / f'{rel}.png', res.confidence)
+            done += 1
+            t = res.timings
+            print(f'{name}: {bgr.shape[1]}x{bgr.shape[0]}, inference '
+                  f'{t["inference_ms"]:.1f} ms -> {rel}')
+    finally:
+        seg.close()
     print(f'wrote {done} results to {out}/ (ids/, color/, overlay/)')
     if failed and not done:
         raise SegRosError('no image could be read')

@@ -123,7 +123,7 @@ def load_model_and_meta(model: str, weights: str | None = None,
     Returns:
         (eval-mode model, metadata).
     """
-    from seg_ros.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from seg_ros.models.checkpoint import build_model, load_checkpoint, model_from_checkpoint
 
     path = Path(model)
     if path.suffix in ('.pt', '.pth', '.ckpt') or path.is_file():
@@ -138,8 +138,7 @@ def load_model_and_meta(model: str, weights: str | None = None,
             meta = ckpt['meta']
             if meta.model != model:
                 raise SegRosError(f'{weights} holds {meta.model} weights, not {model}')
-            net = create_model(model, num_classes=meta.num_classes, **meta.arch)
-            net.load_state_dict(ckpt['state_dict'])
+            net = build_model(meta, ckpt['state_dict'], weights)
         else:
             if num_classes in (None, 19):
                 meta = ModelMeta.for_dataset(model, 'cityscapes')

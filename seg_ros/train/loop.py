@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from seg_ros.errors import SegRosError
 from seg_ros.eval.metrics import ConfusionMatrix
+from seg_ros.fileio import remove_stale_temp_files
 from seg_ros.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from seg_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from seg_ros.runtime.normalize import Normalize
@@ -331,6 +332,12 @@ def train(cfg: TrainConfig, resume: bool = False,
     out = Path(cfg.out)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+        # A run killed while writing a checkpoint leaves its temp file (.last.pt.XXXXXXXX.tmp,
+        # as large as the checkpoint); this run owns the folder now, so remove them.
+        stale = remove_stale_temp_files(out)
+        if stale:
+            print(f'removed {len(stale)} temp file(s) of an interrupted run from {out}: '
+                  f'{", ".join(p.name for p in stale[:4])}', flush=True)
         dump_config(cfg, out / 'config.yaml')
     if resume and not (out / 'last.pt').is_file():
         raise SegRosError(f'--resume: no checkpoint {out / "last.pt"}')

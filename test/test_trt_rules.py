@@ -145,7 +145,9 @@ def test_shipped_onnx_passes_trt10_rules(repo_root: Path) -> None:
 # ----------------------------------------------------------------------------- bad graphs
 def _model(nodes, inputs, outputs, inits=(), opset: int = 17) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, 'g', inputs, outputs, initializer=list(inits))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
+    # IR version 10: what the exporter writes and what this onnxruntime reads.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)],
+                             ir_version=10)
 
 
 def _vi(name: str, elem: int, shape) -> onnx.ValueInfoProto:

@@ -96,6 +96,11 @@ def _to_opset17(model: onnx.ModelProto) -> None:
                     _pop_attr(node, 'axes') is not None:
                 raise SegRosError(f'{where}: opset-18 Resize options (antialias, '
                                   'keep_aspect_ratio_policy, axes) have no opset-17 form')
+        elif node.op_type == 'Pad':
+            # Pad-18 only added the optional `axes` input (index 3); without it, Pad-13.
+            if len(node.input) > 3 and node.input[3]:
+                raise SegRosError(f'{where}: Pad with an axes input (opset 18) has no opset-17 '
+                                  'form here')
         else:
             schema = onnx.defs.get_schema(node.op_type, 18, '')
             if schema.since_version == 18:

@@ -141,8 +141,9 @@ _REDUCE_AXES_INPUT = {'8.5': frozenset({'ReduceSum'}), '8.6': frozenset({'Reduce
 
 # Inputs that must be an initializer (or a Constant node, which the importer turns into weights):
 # docs/operators.md Restrictions column @ 8.5-GA, 8.6-GA, 10.1-GA ("`axes` must be an
-# initializer" for Slice and Squeeze, "a constant tensor" for Unsqueeze, TopK `K`).
-_CONST_INPUTS = {'Slice': (3,), 'Squeeze': (1,), 'Unsqueeze': (1,), 'TopK': (1,)}
+# initializer" for Slice and Squeeze, "a constant tensor" for Unsqueeze, TopK `K`; 10.1-GA
+# Pad: "`axes` must be an initializer").
+_CONST_INPUTS = {'Slice': (3,), 'Squeeze': (1,), 'Unsqueeze': (1,), 'TopK': (1,), 'Pad': (3,)}
 
 # Resize: docs/operators.md @ every branch above, Restrictions column; 10.x adds "Supported aspect
 # ratio policy: `stretch`" and "Antialiasing is not supported" (the opset-18 attributes).

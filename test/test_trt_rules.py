@@ -371,3 +371,24 @@ def test_build_engine_checks_before_tensorrt(exports, tmp_path: Path) -> None:
 
     if not trt_backend._TRT_OK:  # no TensorRT here: nothing to check against, no error
         assert check_for_installed_trt(default) is None
+
+
+def test_shape_of_uint8_input_fires_and_the_export_rewrite_reads_the_cast() -> None:
+    # SFNet reads its input size: the exporter takes Shape of the uint8 graph input itself.
+    nodes = [helper.make_node('Shape', ['x'], ['s'], name='shape'),
+             helper.make_node('Cast', ['x'], ['f'], to=F32, name='cast'),
+             helper.make_node('Reshape', ['f', 's'], ['y'], name='reshape')]
+    m = _model(nodes, [_vi('x', U8, [1, 2, 2, 3])], [_vi('y', F32, [1, 2, 2, 3])])
+    assert any('node shape (Shape): reads UINT8 graph input' in s for s in check_onnx(m, '10'))
+    x = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
+    for target in TARGETS:
+        fixed = rewrite_for_target(m, target)
+        assert check_onnx(fixed, target) == []
+        assert np.array_equal(_run_x(fixed, x), x.astype(np.float32))
+
+
+def _run_x(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=['CPUExecutionProvider']).run(None, {'x': x})[0]

@@ -12,6 +12,8 @@ keeping every weight and the arithmetic:
 * 8.5 only: ``LayerNormalization`` (absent in 8.5) becomes the ONNX function body of the
   operator (ReduceMean, Sub, Mul, Sqrt, Reciprocal ...), in float32 as ``stash_type=1`` says.
 
+For every target, ``Shape`` of the uint8 input reads the input's Cast instead (same dims).
+
 The rules these rewrites satisfy, with their sources, are in :mod:`seg_ros.runtime.trt_rules`.
 """
 from __future__ import annotations
@@ -259,24 +261,66 @@ def _decompose_layernorm(model: onnx.ModelProto) -> None:
     graph.node.extend(new_nodes)
 
 
+def _shape_after_input_cast(model: onnx.ModelProto) -> None:
+    """``Shape(uint8 input)`` -> ``Shape(Cast(input))``: the same dims, read from a float tensor.
+
+    A network that reads its input's size (SFNet's flow warp) makes the exporter take the shape
+    of the graph input itself, a second consumer of the UINT8 tensor; the Cast right after the
+    input has the same shape and may be read instead.
+    """
+    graph = model.graph
+    u8 = {i.name for i in graph.input if i.type.tensor_type.elem_type == 2}
+    casts = {n.input[0]: n.output[0] for n in graph.node
+             if n.op_type == 'Cast' and n.input and n.input[0] in u8}
+    moved = [n for n in graph.node if n.op_type == 'Shape' and n.input[0] in casts]
+    if not moved:
+        return
+    for node in moved:
+        node.input[0] = casts[node.input[0]]
+    _topological_sort(graph)
+
+
+def _topological_sort(graph: Any) -> None:
+    """Reorder nodes so each comes after its inputs' producers (stable otherwise)."""
+    nodes = list(graph.node)
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {''}
+    order: list[Any] = []
+    pending = nodes
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                order.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise SegRosError(f'graph has a cycle or a missing input at node {rest[0].name}')
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(order)
+
+
 def rewrite_for_target(model: onnx.ModelProto, target: str) -> onnx.ModelProto:
     """Return a copy of an exported opset-18 graph in the form the ``target`` parser reads.
 
     Args:
         model: the exporter's opset-18 graph.
-        target: ``'10'`` (returned unchanged), ``'8.6'`` or ``'8.5'``.
+        target: ``'10'`` (only ``Shape`` of the uint8 input moves after its Cast), ``'8.6'``
+            or ``'8.5'``.
 
     Raises:
         SegRosError: a node has no rewrite (one line naming it).
     """
     import onnx
 
-    if target == '10':
-        return model
-    if target not in ('8.5', '8.6'):
+    if target not in ('8.5', '8.6', '10'):
         raise SegRosError(f'unknown TensorRT target {target!r}')
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    _shape_after_input_cast(out)
+    if target == '10':
+        return out
     if target == '8.5':
         _decompose_layernorm(out)
     _shape_without_start_end(out)

@@ -55,8 +55,9 @@ _T85 = {
     'Equal': 'FP32 FP16 INT32', 'Erf': 'FP32 FP16', 'Exp': 'FP32 FP16',
     'Expand': 'FP32 FP16 INT32 BOOL', 'Flatten': 'FP32 FP16 INT32 BOOL',
     'Floor': 'FP32 FP16', 'Gather': 'FP32 FP16 INT8 INT32 BOOL', 'Gemm': 'FP32 FP16 INT8',
+    'GatherElements': 'FP32 FP16 INT8 INT32 BOOL', 'GatherND': 'FP32 FP16 INT8 INT32 BOOL',
     'GlobalAveragePool': 'FP32 FP16 INT8', 'Greater': 'FP32 FP16 INT32',
-    'HardSigmoid': 'FP32 FP16 INT8', 'HardSwish': 'FP32 FP16 INT8',
+    'GridSample': 'FP32 FP16', 'HardSigmoid': 'FP32 FP16 INT8', 'HardSwish': 'FP32 FP16 INT8',
     'Identity': 'FP32 FP16 INT32 INT8 BOOL', 'InstanceNormalization': 'FP32 FP16',
     'LeakyRelu': 'FP32 FP16 INT8', 'Less': 'FP32 FP16 INT32', 'MatMul': 'FP32 FP16',
     'Max': 'FP32 FP16 INT32', 'MaxPool': 'FP32 FP16 INT8', 'Min': 'FP32 FP16 INT32',
@@ -93,6 +94,8 @@ _T10 = {
     'Expand': 'FP32 FP16 BF16 INT32 INT64 BOOL',
     'Flatten': 'FP32 FP16 BF16 INT32 INT64 BOOL', 'Floor': 'FP32 FP16 BF16',
     'Gather': 'FP32 FP16 BF16 INT32 INT64 BOOL', 'Gelu': 'FP32 FP16 BF16 INT8 INT32 INT64',
+    'GatherElements': 'FP32 FP16 BF16 INT32 INT64 BOOL',
+    'GatherND': 'FP32 FP16 BF16 INT32 INT64 BOOL', 'GridSample': 'FP32 FP16',
     'Gemm': 'FP32 FP16 BF16', 'GlobalAveragePool': 'FP32 FP16 BF16',
     'Greater': 'FP32 FP16 BF16 INT32 INT64', 'GroupNormalization': 'FP32 FP16 BF16',
     'HardSigmoid': 'FP32 FP16 BF16', 'HardSwish': 'FP32 FP16 BF16',
@@ -236,6 +239,19 @@ def _types(model: onnx.ModelProto) -> dict[str, str]:
     return types
 
 
+def _ranks(model: onnx.ModelProto) -> dict[str, list[int]]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001
+        inferred = model
+    g = inferred.graph
+    return {vi.name: list(vi.type.tensor_type.shape.dim)
+            for vi in list(g.value_info) + list(g.input) + list(g.output)
+            if vi.type.tensor_type.HasField('shape')}
+
+
 def _attr(node: Any, name: str, default: Any = None) -> Any:
     import onnx
 
@@ -270,6 +286,7 @@ def check_onnx(model: str | os.PathLike[str] | onnx.ModelProto, target: str) -> 
                    'default-domain nodes only')
     eight = target in ('8.5', '8.6')
     types = _types(proto)
+    shapes = _ranks(proto)
     if eight:  # "cast down INT64 to INT32 and DOUBLE down to FLOAT" (8.x operators.md)
         types = {k: {'INT64': 'INT32', 'DOUBLE': 'FP32'}.get(v, v) for k, v in types.items()}
     graph_out = {o.name for o in graph.output}
@@ -359,6 +376,10 @@ def check_onnx(model: str | os.PathLike[str] | onnx.ModelProto, target: str) -> 
                 out.append(f'{where}: dilations must be all ones')
             if node.op_type == 'MaxPool' and len(node.output) > 1 and node.output[1]:
                 out.append(f'{where}: the Indices output is unsupported')
+        if node.op_type == 'GridSample' and target == '10':
+            dims = shapes.get(node.input[0])
+            if dims is not None and len(dims) != 4:  # 10.1-GA matrix: "Input must be 4D"
+                out.append(f'{where}: input must be 4D')
         if node.op_type == 'LayerNormalization' and len(node.output) > 1 and \
                 any(node.output[1:]):
             out.append(f'{where}: only the first output Y is supported')

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from pathlib import Path
 import shutil
 import time
@@ -83,21 +82,13 @@ def onnx_source_sha(onnx_path: Path) -> str | None:
 
 def export_onnx(checkpoint: Path, out: Path, input_size: tuple[int, int] | None = None) -> Path:
     """Export a checkpoint with the runtime's exporter and record its sha256 in the ONNX."""
-    import onnx
-
     from seg_ros.runtime.export import export_onnx as runtime_export
     from seg_ros.runtime.export import load_model_and_meta
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix('.tmp.onnx')
     net, meta = load_model_and_meta(str(checkpoint))
-    runtime_export(net, meta, tmp, size=input_size)
-    model = onnx.load(str(tmp))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = SOURCE_SHA_KEY, sha256_file(checkpoint)
-    onnx.save(model, str(tmp))
-    os.replace(tmp, out)
-    return out
+    # One atomic write with the sha inside: no half-made file next to the model on a kill.
+    return runtime_export(net, meta, out, size=input_size,
+                          extra_meta={SOURCE_SHA_KEY: sha256_file(checkpoint)})
 
 
 def resolve_model(checkpoint: Path, shipped_onnx: Path | None) -> tuple[Path, str]:

@@ -11,6 +11,7 @@ import pytest
 from seg_ros.testing.ros_env import ros_environment
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPORT_SIZE = (64, 128)  # network size of the shared test exports (conftest `exports`)
 
 # One random ROS_DOMAIN_ID and the large-message Fast DDS profile for this whole test run:
 # set before any test imports rclpy, inherited by every subprocess the tests start.
@@ -78,3 +79,32 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='session')
+def exports(tmp_path_factory: pytest.TempPathFactory):
+    """Export cache for the session: ``get(model, dynamic, fp16)`` -> default ONNX at 64x128.
+
+    Exporting is the slow part of the graph tests (5-140 s per model on 2 cores, the dynamo
+    tracer), so the TensorRT-rules and OpenVINO suites share one export per variant. Weights
+    are random but seeded per model, so every suite sees the same network.
+    """
+    import logging
+
+    import torch
+
+    from seg_ros.runtime.export import export_onnx, load_model_and_meta
+
+    root = tmp_path_factory.mktemp('exports')
+    cache: dict[tuple[str, bool, bool], Path] = {}
+
+    def get(name: str, dynamic: bool, fp16: bool) -> Path:
+        key = (name, dynamic, fp16)
+        if key not in cache:
+            logging.getLogger('seg_ros').setLevel(logging.ERROR)  # random-weights warning
+            torch.manual_seed(0)
+            net, meta = load_model_and_meta(name, num_classes=19, input_size=EXPORT_SIZE)
+            cache[key] = export_onnx(net, meta, root / f'{name}_{int(dynamic)}{int(fp16)}.onnx',
+                                     size=EXPORT_SIZE, dynamic_batch=dynamic, fp16=fp16)
+        return cache[key]
+    return get

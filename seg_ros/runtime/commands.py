@@ -34,6 +34,10 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                    help='float16 network inside the graph (IO stays uint8); for GPUs')
     p.add_argument('--no-confidence', action='store_true',
                    help='omit the confidence output (ids only)')
+    p.add_argument('--trt-version', choices=('8.5', '8.6', '10'), default='10',
+                   help='TensorRT the graph is for: 10 (default: TensorRT 10.x/11, JetPack '
+                        '6.1/6.2, and what ONNX Runtime / OpenVINO run), 8.6 (JetPack 6.0) or '
+                        "8.5 (JetPack 5.1); the graph is checked against that parser's rules")
 
 
 def _export_run(args: argparse.Namespace) -> int:
@@ -43,11 +47,12 @@ def _export_run(args: argparse.Namespace) -> int:
     net, meta = load_model_and_meta(args.model, args.weights, args.size, args.num_classes)
     out = export_onnx(net, meta, args.out, size=tuple(meta.input_size),  # type: ignore[arg-type]
                       dynamic_batch=args.dynamic_batch, fp16=args.fp16,
-                      confidence=not args.no_confidence)
+                      confidence=not args.no_confidence, trt_version=args.trt_version)
     h, w = meta.input_size
     print(f'wrote {out} ({meta.model}, {h}x{w}, uint8 NHWC RGB in -> uint8 ids'
           f'{"" if args.no_confidence else " + confidence"} out, '
-          f'{out.stat().st_size / 1e6:.1f} MB)')
+          f'{out.stat().st_size / 1e6:.1f} MB, passes the TensorRT {args.trt_version} parser '
+          'rules)')
     return 0
 
 
@@ -79,6 +84,34 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--rebuild', action='store_true', help='ignore a valid cached engine')
 
 
+def check_for_installed_trt(onnx_path: Path, version: str | None = None) -> str | None:
+    """Refuse (one line) an ONNX that breaks the installed TensorRT's parser rules.
+
+    Args:
+        onnx_path: the ONNX to build.
+        version: TensorRT version to check for; default: the importable ``tensorrt``'s.
+
+    Returns:
+        The rules target checked, or None when no TensorRT is importable (nothing checked:
+        the build then fails on its own with the missing-TensorRT message).
+    """
+    from seg_ros.runtime.trt_rules import require_compatible, target_for_version
+
+    if version is None:
+        try:
+            import tensorrt
+        except ImportError:
+            return None
+        version = getattr(tensorrt, '__version__', None)
+        if not version:  # an empty namespace package, not a real install
+            return None
+    if not onnx_path.is_file():
+        raise SegRosError(f'{onnx_path} not found')
+    target = target_for_version(version)
+    require_compatible(onnx_path, target)
+    return target
+
+
 def _build_run(args: argparse.Namespace) -> int:
     from seg_ros.runtime import trt_backend
     from seg_ros.runtime.segmenter import default_cache_dir
@@ -86,6 +119,7 @@ def _build_run(args: argparse.Namespace) -> int:
     _setup_logging()
     if args.precision == 'int8' and not args.calib:
         raise SegRosError('int8 needs --calib DIR_OR_BAG (real frames from your camera)')
+    check_for_installed_trt(Path(args.onnx))
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     path = trt_backend.build_or_load(
         Path(args.onnx), precision=args.precision, cache_dir=cache,

@@ -5,7 +5,10 @@ layout change, the network, argmax and max-softmax all run inside ONNX Runtime /
 the host only resizes uint8 images. :class:`ModelMeta` JSON travels in ``metadata_props`` so
 the ``.onnx`` file alone is enough to run.
 
-Uses torch's default (dynamo) exporter at opset 18 and writes a single file.
+Uses torch's default (dynamo) exporter at opset 18 and writes a single file. That graph is what
+ONNX Runtime, OpenVINO and TensorRT 10 run; ``trt_version='8.5'`` / ``'8.6'`` rewrites it for the
+older TensorRT parsers (:mod:`seg_ros.runtime.onnx_rewrite`). Every export is checked against
+the parser rules of its target (:mod:`seg_ros.runtime.trt_rules`) before it is written.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import atomic_write_bytes
 from seg_ros.metadata import ModelMeta
 from seg_ros.runtime.backends import META_KEY
 from seg_ros.runtime.pipeline import SegmentationPipeline
@@ -28,6 +32,8 @@ from seg_ros.runtime.pipeline import SegmentationPipeline
 log = logging.getLogger(__name__)
 
 OPSET = 18
+TRT_VERSIONS = ('8.5', '8.6', '10')  # `--trt-version` choices; the default graph is '10'
+TARGET_KEY = 'seg_ros.trt_target'  # ONNX metadata: the TensorRT parser rules it was checked for
 
 
 @contextlib.contextmanager
@@ -47,7 +53,8 @@ def _quiet_exporter_logs() -> Iterator[None]:
 
 def export_onnx(model: nn.Module, meta: ModelMeta, out: str | os.PathLike[str],
                 size: tuple[int, int] | None = None, dynamic_batch: bool = False,
-                fp16: bool = False, confidence: bool = True) -> Path:
+                fp16: bool = False, confidence: bool = True, trt_version: str = '10',
+                extra_meta: dict[str, str] | None = None) -> Path:
     """Export ``model`` wrapped in :class:`SegmentationPipeline` to one ONNX file.
 
     Args:
@@ -60,11 +67,27 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | os.PathLike[str],
         fp16: run the network in float16 inside the graph (IO stays uint8): what TensorRT
             >= 10.12 builds as a strongly typed fp16 engine.
         confidence: add the ``confidence`` output (uint8, max softmax x 255).
+        trt_version: TensorRT parser the graph is made for: ``'10'`` (default; also what ONNX
+            Runtime and OpenVINO run), ``'8.6'`` (JetPack 6.0) or ``'8.5'`` (JetPack 5.1):
+            opset 17, Reduce axes as attributes, no ``Shape`` start/end, no
+            LayerNormalization on 8.5. Recorded in the metadata (``seg_ros.trt_target``).
+        extra_meta: more ``metadata_props`` entries (e.g. the source checkpoint's sha256).
 
     Returns:
         The written path.
+
+    Raises:
+        SegRosError: the export failed or its graph breaks the target's parser rules (one line
+            naming the node); nothing is written then.
     """
     import onnx
+
+    from seg_ros.runtime.onnx_rewrite import rewrite_for_target
+    from seg_ros.runtime.trt_rules import check_onnx
+
+    if trt_version not in TRT_VERSIONS:
+        raise SegRosError(f'--trt-version must be one of {", ".join(TRT_VERSIONS)}, '
+                          f'got {trt_version!r}')
 
     h, w = (int(size[0]), int(size[1])) if size else tuple(meta.input_size)
     if h < 1 or w < 1:
@@ -79,9 +102,10 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | os.PathLike[str],
     if dynamic_batch:
         dynamic_shapes = {'images': {0: torch.export.Dim('batch', min=1, max=1024)}}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     output_names = ['ids', 'confidence'] if confidence else ['ids']
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    # Work in the system temp dir, not next to ``out``: a killed or failed export leaves
+    # nothing in the output folder; only a finished, checked graph is written there.
+    with tempfile.TemporaryDirectory(prefix='seg_ros_export_') as tmp:
         tmp_path = Path(tmp) / 'model.onnx'
         with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter_logs():
             warnings.simplefilter('ignore')  # exporter chatter about deprecated internals
@@ -93,19 +117,26 @@ def export_onnx(model: nn.Module, meta: ModelMeta, out: str | os.PathLike[str],
             except Exception as exc:
                 raise SegRosError(f'ONNX export of {meta.model} failed: '
                                   f'{type(exc).__name__}: {str(exc).splitlines()[0]}') from exc
-        proto = onnx.load(str(tmp_path))
+        proto = rewrite_for_target(onnx.load(str(tmp_path)), trt_version)
         del proto.metadata_props[:]
-        for key, value in ((META_KEY, meta.to_json()), ('seg_ros.precision',
-                                                         'fp16' if fp16 else 'fp32')):
+        entries = {META_KEY: meta.to_json(), 'seg_ros.precision': 'fp16' if fp16 else 'fp32',
+                   TARGET_KEY: trt_version, **(extra_meta or {})}
+        for key, value in entries.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         proto.producer_name = 'seg_ros'
         onnx.checker.check_model(proto)
-        final = Path(tmp) / 'final.onnx'
-        onnx.save(proto, str(final))
-        os.replace(final, out)
-    log.info('exported %s (%dx%d%s%s) to %s', meta.model, h, w,
-             ', dynamic batch' if dynamic_batch else '', ', fp16' if fp16 else '', out)
+        problems = check_onnx(proto, trt_version)
+        if problems:
+            more = f' (+{len(problems) - 1} more)' if len(problems) > 1 else ''
+            raise SegRosError(f'{meta.model} export for TensorRT {trt_version} breaks the parser '
+                              f'rules: {problems[0]}{more}; nothing written')
+    # The only write into the output folder: a temporary sibling for the few ms of writing
+    # the bytes, fsynced and renamed (seg_ros.fileio).
+    atomic_write_bytes(out, proto.SerializeToString())
+    log.info('exported %s (%dx%d%s%s, TensorRT %s rules) to %s', meta.model, h, w,
+             ', dynamic batch' if dynamic_batch else '', ', fp16' if fp16 else '', trt_version,
+             out)
     return out
 
 

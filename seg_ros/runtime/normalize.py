@@ -28,5 +28,9 @@ class Normalize(nn.Module):
         self.register_buffer('shift', -mean_t / std_t, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).to(self.scale.dtype)
+        # Cast before anything else: TensorRT accepts UINT8 only as a network input or output
+        # (NvInferRuntimeBase.h DataType::kUINT8; onnx-tensorrt ModelImporter.cpp rejects a
+        # UINT8 intermediate tensor), so the graph input may feed nothing but this Cast. A
+        # permute first would make a UINT8 Transpose (refused at node 0 by every TensorRT).
+        x = images.to(self.scale.dtype).permute(0, 3, 1, 2)
         return x * self.scale + self.shift

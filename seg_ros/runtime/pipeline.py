@@ -48,7 +48,10 @@ class SegmentationPipeline(nn.Module):
         # Reduce over classes once: the max gives both the argmax and, with the log-sum-exp
         # trick, the max softmax = 1 / sum(exp(logit - max)) without a full softmax tensor.
         top, ids = logits.max(dim=1)
-        ids_u8 = ids.to(torch.uint8)
+        # Through float32: TensorRT converts to/from UINT8 only from/to FP32/FP16 (every
+        # release's NvInferRuntimeBase.h DataType::kUINT8; the 8.5 Cast importer asserts it),
+        # so an INT64 -> UINT8 Cast is refused. Class ids < 256 are exact in float32.
+        ids_u8 = ids.to(torch.float32).to(torch.uint8)
         if not self.confidence:
             return (ids_u8,)
         denom = torch.exp(logits - top.unsqueeze(1)).sum(dim=1)

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.ckpt')
-EXPORT_VERSION = 1  # bump when the exported graph changes; invalidates cached ONNX files
+EXPORT_VERSION = 2  # bump when the exported graph changes; invalidates cached ONNX files
 
 
 @dataclass

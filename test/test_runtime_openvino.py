@@ -2,37 +2,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from seg_ros.errors import SegRosError
-from seg_ros.metadata import ModelMeta
-from seg_ros.models import create_model
+from seg_ros.models import list_models
 from seg_ros.runtime import cpu as cpu_mod
 from seg_ros.runtime.backends import OrtBackend, read_onnx_meta
-from seg_ros.runtime.export import export_onnx
 
 ov = pytest.importorskip('openvino', reason='openvino is not installed')
 from seg_ros.runtime.openvino_backend import OpenVinoBackend, ov_device  # noqa: E402
 
-SIZE = (64, 128)
-FAMILIES = ('regseg48', 'sfnet_lite_r18', 'rtseg_s', 'eseg_lite_s')  # one per paper
+SIZE = (64, 128)  # conftest's EXPORT_SIZE: the exports are shared with the TensorRT-rules suite
 SHIPPED = Path(__file__).resolve().parents[1] / 'models' / 'regseg48_synthetic.onnx'
-
-
-@pytest.fixture(scope='module')
-def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp('openvino')
-    out = {}
-    for name in FAMILIES:
-        torch.manual_seed(0)
-        net = create_model(name)
-        meta = ModelMeta.for_dataset(name, input_size=list(SIZE))
-        out[name] = export_onnx(net, meta, root / f'{name}.onnx', size=SIZE,
-                                dynamic_batch=name == 'regseg48')
-    return out
 
 
 def _frames(n: int, size: tuple[int, int] = SIZE) -> np.ndarray:
@@ -42,23 +26,24 @@ def _frames(n: int, size: tuple[int, int] = SIZE) -> np.ndarray:
     return np.stack([drive.frame(i * 5)[0] for i in range(n)])
 
 
-@pytest.mark.parametrize('name', FAMILIES)
-def test_fp32_agrees_with_onnxruntime(exports: dict[str, Path], name: str) -> None:
+@pytest.mark.parametrize('name', list_models())
+def test_fp32_agrees_with_onnxruntime(exports: Any, name: str) -> None:
+    path = exports(name, False, False)
     frames = _frames(2)
-    ort_ids, ort_conf = OrtBackend(exports[name], threads=1).infer(frames[:1], True)
-    backend = OpenVinoBackend(exports[name], precision='fp32', threads=1)
+    ort_ids, ort_conf = OrtBackend(path, threads=1).infer(frames[:1], True)
+    backend = OpenVinoBackend(path, precision='fp32', threads=1)
     ids, conf = backend.infer(frames[:1], True)
     assert ids.dtype == np.uint8 and ids.shape == (1, *SIZE)
     assert (ids == ort_ids).mean() >= 0.9999
     assert np.abs(conf.astype(int) - ort_conf).max() <= 2
-    assert backend.meta == read_onnx_meta(exports[name])  # from rt_info, without onnx
+    assert backend.meta == read_onnx_meta(path)  # from rt_info, without onnx
     assert backend.compiled.get_property('INFERENCE_NUM_THREADS') == 1
     backend.close()
 
 
-def test_dynamic_batch_equals_one_by_one(exports: dict[str, Path]) -> None:
+def test_dynamic_batch_equals_one_by_one(exports: Any) -> None:
     frames = _frames(3)
-    backend = OpenVinoBackend(exports['regseg48'], threads=1)
+    backend = OpenVinoBackend(exports('rtseg_s', True, False), threads=1)
     batch_ids, _ = backend.infer(frames)
     for i in range(3):
         single, _ = backend.infer(frames[i:i + 1])
@@ -67,12 +52,12 @@ def test_dynamic_batch_equals_one_by_one(exports: dict[str, Path]) -> None:
     assert conf is None and ids.shape == (1, *SIZE)
 
 
-def test_compiled_model_is_cached(exports: dict[str, Path], tmp_path: Path) -> None:
+def test_compiled_model_is_cached(exports: Any, tmp_path: Path) -> None:
     cache = tmp_path / 'ov_cache'
-    OpenVinoBackend(exports['regseg48'], cache_dir=cache).close()
+    OpenVinoBackend(exports('rtseg_s', False, False), cache_dir=cache).close()
     blobs = list(cache.iterdir())
     assert blobs, 'OpenVINO wrote nothing to CACHE_DIR'
-    OpenVinoBackend(exports['regseg48'], cache_dir=cache).close()  # loads from the cache
+    OpenVinoBackend(exports('rtseg_s', False, False), cache_dir=cache).close()  # from cache
     assert sorted(cache.iterdir()) == sorted(blobs)
 
 
@@ -86,9 +71,9 @@ def test_bf16_keeps_the_shipped_models_ids() -> None:
     assert min(agree) >= 0.99, agree
 
 
-def test_refusals_name_the_reason(exports: dict[str, Path], tmp_path: Path,
+def test_refusals_name_the_reason(exports: Any, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    path = exports['rtseg_s']
+    path = exports('rtseg_s', False, False)
     with pytest.raises(SegRosError, match='fp16 on openvino needs an Intel GPU'):
         OpenVinoBackend(path, precision='fp16')
     with pytest.raises(SegRosError, match='not .cuda:0.'):

@@ -8,7 +8,6 @@ graph.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np

@@ -35,13 +35,18 @@ GPU = ec.GpuInfo('Orin', '8.7', 16, 30536)
 
 
 def _tiny_onnx(path: Path, batch: int | str = 1, h: int = 8, w: int = 16) -> Path:
-    """The exported interface: uint8 (N, H, W, 3) -> uint8 ids (a ReduceMax over channels)."""
+    """The exported interface: uint8 (N, H, W, 3) -> uint8 ids (a ReduceMax over channels).
+
+    Cast first and ids through float, as our exports: the graph passes the TensorRT 10 parser
+    rules that ``build_or_load`` checks before building.
+    """
     inp = helper.make_tensor_value_info('images', TensorProto.UINT8, [batch, h, w, 3])
     out = helper.make_tensor_value_info('ids', TensorProto.UINT8, [batch, h, w])
     axes = helper.make_tensor('axes', TensorProto.INT64, [1], [3])
-    graph = helper.make_graph([helper.make_node('ReduceMax', ['images', 'axes'], ['ids'],
-                                                keepdims=0)], 'tiny', [inp], [out],
-                              initializer=[axes])
+    nodes = [helper.make_node('Cast', ['images'], ['x'], to=TensorProto.FLOAT),
+             helper.make_node('ReduceMax', ['x', 'axes'], ['m'], keepdims=0),
+             helper.make_node('Cast', ['m'], ['ids'], to=TensorProto.UINT8)]
+    graph = helper.make_graph(nodes, 'tiny', [inp], [out], initializer=[axes])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
     model.ir_version = 9  # what onnxruntime reads
     entry = model.metadata_props.add()

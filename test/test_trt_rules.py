@@ -342,7 +342,7 @@ def test_refused_or_failed_export_leaves_nothing(tmp_path: Path, monkeypatch) ->
 
 
 def test_build_engine_checks_before_tensorrt(exports, tmp_path: Path) -> None:
-    from seg_ros.runtime.commands import check_for_installed_trt
+    from seg_ros.runtime.trt_rules import check_for_installed_trt
 
     default = exports('rtseg_s', False, False)
     assert check_for_installed_trt(default, '10.3.0') == '10'

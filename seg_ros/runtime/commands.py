@@ -84,34 +84,6 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--rebuild', action='store_true', help='ignore a valid cached engine')
 
 
-def check_for_installed_trt(onnx_path: Path, version: str | None = None) -> str | None:
-    """Refuse (one line) an ONNX that breaks the installed TensorRT's parser rules.
-
-    Args:
-        onnx_path: the ONNX to build.
-        version: TensorRT version to check for; default: the importable ``tensorrt``'s.
-
-    Returns:
-        The rules target checked, or None when no TensorRT is importable (nothing checked:
-        the build then fails on its own with the missing-TensorRT message).
-    """
-    from seg_ros.runtime.trt_rules import require_compatible, target_for_version
-
-    if version is None:
-        try:
-            import tensorrt
-        except ImportError:
-            return None
-        version = getattr(tensorrt, '__version__', None)
-        if not version:  # an empty namespace package, not a real install
-            return None
-    if not onnx_path.is_file():
-        raise SegRosError(f'{onnx_path} not found')
-    target = target_for_version(version)
-    require_compatible(onnx_path, target)
-    return target
-
-
 def _build_run(args: argparse.Namespace) -> int:
     from seg_ros.runtime import trt_backend
     from seg_ros.runtime.segmenter import default_cache_dir
@@ -119,6 +91,8 @@ def _build_run(args: argparse.Namespace) -> int:
     _setup_logging()
     if args.precision == 'int8' and not args.calib:
         raise SegRosError('int8 needs --calib DIR_OR_BAG (real frames from your camera)')
+    from seg_ros.runtime.trt_rules import check_for_installed_trt
+
     check_for_installed_trt(Path(args.onnx))
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     path = trt_backend.build_or_load(

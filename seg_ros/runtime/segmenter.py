@@ -52,6 +52,7 @@ from seg_ros.runtime.preprocess import (
     prepare,
     restore,
 )
+from seg_ros.runtime.trt_rules import target_for_version
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,8 @@ class Segmenter:
                 impl = trt_backend.TrtBackend.from_engine(Path(model), device=device)
             else:
                 onnx_path = Path(model) if kind == 'onnx' else _export_cached(
-                    str(model), weights, size, precision == 'fp16', cache, tensorrt=True)
+                    str(model), weights, size, precision == 'fp16', cache, tensorrt=True,
+                    trt_target=target_for_version(trt_backend.trt_version()))
                 impl = trt_backend.TrtBackend.from_onnx(onnx_path, precision=precision,
                                                         cache_dir=cache, device=device,
                                                         resize_mode=resize_mode,
@@ -514,8 +516,11 @@ def clean_legacy_temp_exports(max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]
 
 def _export_cached(model: str, weights: str | os.PathLike[str] | None,
                    size: tuple[int, int] | None, fp16: bool, cache: Path,
-                   tensorrt: bool = False) -> Path:
+                   tensorrt: bool = False, trt_target: str = '10') -> Path:
     """Export a checkpoint / model name to ONNX once, reusing the cached export afterwards.
+
+    ``trt_target`` is the TensorRT parser the graph is made for (``10`` is also what ONNX
+    Runtime and OpenVINO run; ``8.5``/``8.6`` on JetPack 5.1/6.0).
 
     The cache name hashes the checkpoint bytes (for a bare model name: the name and its class
     count), size, precision and :data:`EXPORT_VERSION`. Each export gets a sidecar with its
@@ -541,8 +546,9 @@ def _export_cached(model: str, weights: str | os.PathLike[str] | None,
     else:
         ident, stem = _file_sha256(ckpt), ckpt.stem
     digest = hashlib.sha256(
-        f'{ident}|{h}x{w}|{fp16}|{EXPORT_VERSION}'.encode()).hexdigest()[:16]
-    out = cache / 'onnx' / f'{stem}-{h}x{w}{"-fp16" if fp16 else ""}-{digest}.onnx'
+        f'{ident}|{h}x{w}|{fp16}|{EXPORT_VERSION}|trt{trt_target}'.encode()).hexdigest()[:16]
+    trt_tag = '' if trt_target == '10' else f'-trt{trt_target}'
+    out = cache / 'onnx' / f'{stem}-{h}x{w}{"-fp16" if fp16 else ""}{trt_tag}-{digest}.onnx'
     clean_stale_temps(out.parent)
     clean_legacy_temp_exports()
     problem = cached_export_problem(out)
@@ -554,7 +560,8 @@ def _export_cached(model: str, weights: str | os.PathLike[str] | None,
     if ckpt is None:
         log.warning('%s has no weights: exporting its untrained network (cached once)', model)
     log.info('exporting %s to %s (once; cached)', ckpt or model, out)
-    export_onnx(net, meta, out, size=(h, w), fp16=fp16, dynamic_batch=True)
+    export_onnx(net, meta, out, size=(h, w), fp16=fp16, dynamic_batch=True,
+                trt_version=trt_target)
     atomic_write_text(_export_sidecar(out), json.dumps({
         'format': EXPORT_SIDECAR_FORMAT, 'size': out.stat().st_size,
         'sha256': _file_sha256(out), 'source': str(ckpt or model),

@@ -57,6 +57,7 @@ from seg_ros.runtime.engine_cache import (
     timing_cache_path,
     write_engine,
 )
+from seg_ros.runtime.trt_rules import check_for_installed_trt
 
 try:
     import tensorrt as trt
@@ -462,6 +463,9 @@ def build_or_load(onnx_path: Path, precision: str = 'fp16', cache_dir: Path | No
                           f'build_engine_on_start is false: build it with `{command}`')
     if path.exists():
         log.warning('not using %s: %s; rebuilding', path, reason)
+    # The parser rules of this TensorRT, before minutes of parsing (one line naming the node
+    # and the `seg-ros export --trt-version` that fixes it).
+    check_for_installed_trt(onnx_path, trt.__version__)
     if calib_data is not None:
         calib_data.check()  # topic, decoding, first frame: now, not after minutes of parsing
     t0 = time.monotonic()

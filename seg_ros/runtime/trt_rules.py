@@ -18,6 +18,7 @@ Targets:
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 import re
@@ -400,3 +401,35 @@ def require_compatible(path: str | os.PathLike[str] | onnx.ModelProto, target: s
     raise SegRosError(
         f'{name} does not fit the TensorRT {target} ONNX parser: {problems[0]}{more}; '
         f're-export it with `seg-ros export <checkpoint> --trt-version {target} --out ...`')
+
+
+def check_for_installed_trt(onnx_path: str | os.PathLike[str],
+                            version: str | None = None) -> str | None:
+    """Refuse (one line) an ONNX that breaks the installed TensorRT's parser rules.
+
+    Args:
+        onnx_path: the ONNX to build.
+        version: TensorRT version to check for; default: the importable ``tensorrt``'s.
+
+    Returns:
+        The rules target checked, or None when no TensorRT is importable (nothing checked:
+        the build then fails on its own with the missing-TensorRT message) or ``onnx`` is
+        not installed (a robot may have TensorRT without it; ``seg-ros export`` checked the
+        graph where it was made).
+    """
+    if importlib.util.find_spec('onnx') is None:
+        return None
+    if version is None:
+        try:
+            import tensorrt
+        except ImportError:
+            return None
+        version = getattr(tensorrt, '__version__', None)
+        if not version:  # an empty namespace package, not a real install
+            return None
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise SegRosError(f'{onnx_path} not found')
+    target = target_for_version(version)
+    require_compatible(onnx_path, target)
+    return target

@@ -237,11 +237,38 @@ class TorchBackend(Backend):
 
 # ---------------------------------------------------------------------------- ONNX Runtime
 def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
-    """Read :class:`ModelMeta` from an exported ONNX file's ``metadata_props``."""
-    import onnx
+    """Read :class:`ModelMeta` from an exported ONNX file's ``metadata_props``.
 
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
+    ONNX Runtime reads them (``get_modelmeta().custom_metadata_map``), so a robot serving an
+    ONNX model needs only onnxruntime: ``onnx`` has no rosdep key and is not installed there.
+    Without onnxruntime (a TensorRT-only install) the ``onnx`` package reads them instead.
+
+    Raises:
+        SegRosError: the file is missing, not a model either library can read, or carries no
+            seg_ros metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegRosError(f'ONNX file not found: {path}')
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:
+        opts = ort.SessionOptions()
+        # Only the metadata is wanted: skip the graph optimisations a serving session runs.
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            session = ort.InferenceSession(str(path), sess_options=opts,
+                                           providers=['CPUExecutionProvider'])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise SegRosError(f'{path}: not a readable ONNX model ({exc})') from exc
+        props = dict(session.get_modelmeta().custom_metadata_map)
+    else:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
         raise SegRosError(f'{path}: no seg_ros metadata in the ONNX file (export it with '
                           f'`seg-ros export`)')

@@ -31,6 +31,10 @@ DEFAULT_PARAMS = ('config', 'segmentation.yaml')
 # otherwise override every params file's `backend:`.
 NODE_PARAM_ARGUMENTS = ('model', 'weights', 'backend', 'input_compressed')
 UNSET = ''
+# Seconds from Ctrl-C (SIGINT) to launch's SIGTERM. Releasing a model (a TensorRT engine and its
+# CUDA context, or torch) can take longer than launch's default 5 s; the node then exits
+# cleanly instead of being killed. Any launch's own sigterm_timeout:=N still wins.
+SIGTERM_TIMEOUT_S = '20'
 
 
 def parameter_overrides(values: dict[str, str]) -> dict[str, str | bool]:
@@ -65,8 +69,10 @@ def _node(context: LaunchContext) -> list:
     remappings = [('image', image), ('image/compressed', image + '/compressed')]
     # `arguments` rather than `ros_arguments`: the same on every ROS 2 release.
     ros_args = ['--ros-args', '--log-level', arg('log_level')]
+    sigterm_timeout = LaunchConfiguration('sigterm_timeout', default=SIGTERM_TIMEOUT_S)
     common = dict(package=PACKAGE, name=NODE_NAME, parameters=parameters,
-                  remappings=remappings, arguments=ros_args, output='screen', emulate_tty=True)
+                  remappings=remappings, arguments=ros_args, output='screen', emulate_tty=True,
+                  sigterm_timeout=sigterm_timeout)
     namespace = PushRosNamespace(arg('namespace'))
     if arg('use_lifecycle') != 'true':
         return [namespace, Node(executable='segmentation_node', **common)]

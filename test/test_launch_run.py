@@ -179,6 +179,12 @@ def run_launch(install: Path, tmp_path: Path) -> Iterator[Any]:
         launched.launch.kill_leftovers()
         assert not left, f'processes left after the launch stopped: {left}'
         assert rc == 0, f'launch exited {rc}:\n{launched.launch.log()[-4000:]}'
+        log = launched.launch.log()
+        # every node ended on the SIGINT the launch forwarded, none killed by SIGTERM
+        assert 'failed to terminate' not in log and 'process has died' not in log, log[-4000:]
+        started_nodes = log.count('process started with pid')
+        assert started_nodes and log.count('process has finished cleanly') == started_nodes, (
+            log[-4000:])
 
 
 DISTROS = pytest.mark.parametrize('distro', _distros())

@@ -245,3 +245,22 @@ def test_params_file_values_reach_the_node(distro: str, run_launch: Any, onnx_mo
     assert run.parameters(f'/{NODE}', names) == {
         'model': str(onnx_model), 'backend': 'onnxruntime', 'input_compressed': True,
         'threads': 1, 'max_rate_hz': 50.0, 'publish_overlay': False}
+
+
+def test_install_layout_and_ros2_run_executables(install: Path) -> None:
+    """What `ros2 run seg_ros <executable>` and `ros2 launch seg_ros ...` find after colcon."""
+    import subprocess
+
+    lib = install / 'seg_ros' / 'lib' / 'seg_ros'
+    for exe in ('seg-ros', 'segmentation_node', 'segmentation_lifecycle_node'):
+        assert os.access(lib / exe, os.X_OK), f'{exe} not in lib/seg_ros'
+    share = install / 'seg_ros' / 'share'
+    assert (share / 'ament_index' / 'resource_index' / 'packages' / 'seg_ros').is_file()
+    for rel in ('package.xml', 'launch/segmentation.launch.py', 'launch/multi_camera.launch.py',
+                'config/segmentation.yaml', 'config/regseg.yaml', 'config/fastdds_profile.xml'):
+        assert (share / 'seg_ros' / rel).is_file(), rel
+    # the offline CLI through the install, as `ros2 run seg_ros seg-ros --help` runs it
+    proc = subprocess.run(['bash', '-c', 'source "$0/setup.bash" && exec "$1" --help',
+                           str(install), str(lib / 'seg-ros')], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and 'eval-bag' in proc.stdout, proc.stderr[-2000:]

@@ -244,8 +244,8 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
     Without onnxruntime (a TensorRT-only install) the ``onnx`` package reads them instead.
 
     Raises:
-        SegRosError: the file is missing, not a model either library can read, or carries no
-            seg_ros metadata.
+        SegRosError: the file is missing or carries no seg_ros metadata (a file that is not
+            an ONNX model raises the reading library's own error).
     """
     path = Path(path)
     if not path.is_file():
@@ -258,11 +258,10 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
         opts = ort.SessionOptions()
         # Only the metadata is wanted: skip the graph optimisations a serving session runs.
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            session = ort.InferenceSession(str(path), sess_options=opts,
-                                           providers=['CPUExecutionProvider'])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise SegRosError(f'{path}: not a readable ONNX model ({exc})') from exc
+        # A damaged file raises onnxruntime's own error (InvalidProtobuf ...), as onnx.load
+        # raised its DecodeError: callers (the node) turn it into one clear line.
+        session = ort.InferenceSession(str(path), sess_options=opts,
+                                       providers=['CPUExecutionProvider'])
         props = dict(session.get_modelmeta().custom_metadata_map)
     else:
         import onnx

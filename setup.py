@@ -37,7 +37,8 @@ setup(
     maintainer_email='seg-ros@example.com',
     description='Real-time semantic segmentation for ROS 2 cameras.',
     license='Apache-2.0',
-    tests_require=['pytest'],
+    # setuptools >= 72 dropped tests_require: colcon test finds pytest through this extra
+    extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
             'seg-ros = seg_ros.cli:main',

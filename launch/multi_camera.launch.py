@@ -7,7 +7,9 @@
 gets its own node in namespace ``/NAME`` (outputs ``/NAME/segmentation_node/mask`` ...)
 subscribed to IMAGE_TOPIC, default ``/NAME/<image_suffix>``. Every node is an instance of
 ``segmentation.launch.py`` with the shared arguments forwarded, so the lifecycle option and
-the parameter file work the same way. Each node loads its own copy of the model.
+the parameter file work the same way (``model``, ``weights``, ``backend`` and
+``input_compressed`` override the params file only when given). Each node loads its own copy
+of the model.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from launch import LaunchContext, LaunchDescription
 
 PACKAGE = 'seg_ros'
 SINGLE_CAMERA_LAUNCH = ('launch', 'segmentation.launch.py')
-DEFAULT_PARAMS = ('config', 'regseg.yaml')
+DEFAULT_PARAMS = ('config', 'segmentation.yaml')
 FORWARDED = ('model', 'weights', 'params_file', 'backend', 'use_lifecycle', 'autostart',
              'input_compressed', 'log_level')
 _NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
@@ -58,11 +60,13 @@ def parse_cameras(spec: str, image_suffix: str = 'image_raw') -> list[tuple[str,
 def _nodes(context: LaunchContext) -> list[GroupAction]:
     spec = LaunchConfiguration('cameras').perform(context)
     suffix = LaunchConfiguration('image_suffix').perform(context)
-    source = PythonLaunchDescriptionSource(
-        PathJoinSubstitution([FindPackageShare(PACKAGE), *SINGLE_CAMERA_LAUNCH]))
     forwarded = {k: LaunchConfiguration(k) for k in FORWARDED}
     groups = []
     for name, topic in parse_cameras(spec, suffix):
+        # One source per camera: a source caches the description it loaded, so a shared one
+        # would hand every include the same actions ("executed more than once").
+        source = PythonLaunchDescriptionSource(
+            PathJoinSubstitution([FindPackageShare(PACKAGE), *SINGLE_CAMERA_LAUNCH]))
         include = IncludeLaunchDescription(
             source, launch_arguments={**forwarded, 'namespace': name, 'image': topic}.items())
         # scoped: each include's launch configurations stay inside its own group
@@ -78,14 +82,16 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('image_suffix', default_value='image_raw',
                               description='image topic of a camera given by NAME only: '
                                           '/NAME/<image_suffix>'),
-        DeclareLaunchArgument('model', description='model file or registered name (shared)'),
+        # model, weights, backend, input_compressed: '' = not given, the params file decides
+        DeclareLaunchArgument('model', default_value='',
+                              description='model file or registered name (shared)'),
         DeclareLaunchArgument('weights', default_value=''),
         DeclareLaunchArgument('params_file', default_value=PathJoinSubstitution(
             [FindPackageShare(PACKAGE), *DEFAULT_PARAMS])),
-        DeclareLaunchArgument('backend', default_value='auto'),
+        DeclareLaunchArgument('backend', default_value=''),
         DeclareLaunchArgument('use_lifecycle', default_value='false'),
         DeclareLaunchArgument('autostart', default_value='true'),
-        DeclareLaunchArgument('input_compressed', default_value='false'),
+        DeclareLaunchArgument('input_compressed', default_value=''),
         DeclareLaunchArgument('log_level', default_value='info'),
         OpaqueFunction(function=_nodes),
     ])

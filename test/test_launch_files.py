@@ -1,10 +1,10 @@
-"""Launch files and parameter files, checked without launch_ros (not on PyPI).
+"""Launch files and parameter files, checked statically (``test_launch_run.py`` runs them).
 
 The launch files are parsed as Python (AST): every package file they reference exists, the
 executables are console scripts of setup.py, the documented arguments are declared. When
 ``launch_ros`` is importable (a ROS install), the descriptions are also really built.
 Every key of every ``config/*.yaml`` parameter file is a declared node parameter with a
-valid value.
+valid value; the per-family files carry their paper's deployment settings.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from seg_ros.node_params import PARAMS_BY_NAME, validate_value
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
-PARAM_FILES = [ROOT / 'config' / f for f in ('regseg.yaml', 'sfnet_lite.yaml', 'rtseg.yaml',
-                                             'eseg.yaml')]
+FAMILY_FILES = {'regseg.yaml': ('regseg', 1024, 2048), 'sfnet_lite.yaml': ('sfnet', 1024, 2048),
+                'rtseg.yaml': ('rtseg', 512, 1024), 'eseg.yaml': ('eseg', 1024, 2048)}
+PARAM_FILES = [ROOT / 'config' / f for f in ('segmentation.yaml', *FAMILY_FILES)]
 PACKAGE_DIRS = ('config', 'launch', 'models')
 
 
@@ -83,7 +84,8 @@ def test_launch_file_references_exist(path: Path) -> None:
         kw = {k.arg: k.value for k in call.keywords}
         assert isinstance(kw.get('executable'), ast.Constant)
         assert kw['executable'].value in _console_scripts(), kw['executable'].value
-        assert isinstance(kw.get('package'), ast.Name) or kw['package'].value == 'seg_ros'
+        # package=PACKAGE, directly or through the shared keyword dict (**common)
+        assert 'package' not in kw or isinstance(kw['package'], ast.Name)
     assert consts.get('PACKAGE') == 'seg_ros'
 
 
@@ -139,6 +141,47 @@ def test_param_files_declared_and_valid(path: Path) -> None:
     for name, value in params.items():
         assert name in PARAMS_BY_NAME, f'{path.name}: {name} is not a node parameter'
         assert validate_value(name, value) is None, (path.name, validate_value(name, value))
+
+
+def _params(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / 'config' / name).read_text())['/**']['ros__parameters']
+
+
+def test_default_params_file_runs_any_model() -> None:
+    params = _params('segmentation.yaml')
+    assert (params['backend'], params['precision']) == ('auto', 'fp32')
+    assert (params['input_width'], params['input_height']) == (0, 0)
+    for path in LAUNCH_FILES:
+        consts = _module_constants(ast.parse(path.read_text()))
+        assert consts['DEFAULT_PARAMS'] == ('config', 'segmentation.yaml'), path.name
+
+
+@pytest.mark.parametrize('name', sorted(FAMILY_FILES))
+def test_family_params_carry_the_paper_settings(name: str) -> None:
+    family, height, width = FAMILY_FILES[name]
+    params = _params(name)
+    # every family-specific value is a declared node parameter with a valid value
+    for key in ('model', 'backend', 'precision', 'input_width', 'input_height', 'resize_mode'):
+        assert key in params, f'{name} does not set {key}'
+        assert key in PARAMS_BY_NAME and validate_value(key, params[key]) is None
+    assert (params['input_height'], params['input_width']) == (height, width)
+    assert params['resize_mode'] == 'stretch'  # the papers evaluate whole frames
+    assert (params['backend'], params['precision']) == ('tensorrt', 'fp16')
+    model = params['model']
+    assert model.startswith('package://seg_ros/models/') and model.endswith('.pt')
+    stem = Path(model).stem
+    assert stem.startswith(family), (name, model)
+    try:
+        from seg_ros.models.registry import list_models
+    except ImportError:  # the robot-minimal venv has no torch
+        return
+    assert any(stem == m or stem.startswith(m + '_') for m in list_models()), model
+
+
+def test_family_params_differ() -> None:
+    keys = ('model', 'input_width', 'input_height')
+    settings = {tuple(_params(n)[k] for k in keys) for n in FAMILY_FILES}
+    assert len(settings) == len(FAMILY_FILES)
 
 
 def test_launch_descriptions_build_when_launch_ros_is_installed() -> None:

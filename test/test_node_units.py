@@ -122,7 +122,14 @@ def test_resolve_model_path(tmp_path: Path) -> None:
         resolve_model_path(str(tmp_path / 'missing.onnx'))
     with pytest.raises(SegRosError, match='model file not found'):
         resolve_model_path('package://seg_ros/models/no_such_model.onnx')
-    root = Path(__file__).resolve().parents[1]
+    # the share folder of an installed package (colcon test runs on the install), else the
+    # source tree (pip install -e .)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        root = Path(get_package_share_directory('seg_ros'))
+    except Exception:  # not installed through ament
+        root = Path(__file__).resolve().parents[1]
     assert resolve_model_path('package://seg_ros/config/regseg.yaml') == str(
         (root / 'config' / 'regseg.yaml').resolve())
 

@@ -40,7 +40,7 @@ from seg_ros.bag.report import Accumulator, Sample
 from seg_ros.encodings import ImageDecodeError, image_to_array
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import ModelMeta
-from seg_ros.testing.ros_env import ros_environment
+from seg_ros.testing.ros_env import FASTDDS_PROFILE_VARIABLES, ros_environment
 
 NODE_NAME = 'segmentation_node'
 MASK_TOPIC = f'/{NODE_NAME}/mask'
@@ -174,7 +174,7 @@ def evaluate_live(cfg: EvalConfig, prep: Prepared, meta: ModelMeta,
     env = ros_environment()  # a random domain: the run never meets a robot's own graph
     # This process joins the same isolated graph; Fast DDS reads its profile from the
     # environment when the first participant is created.
-    for key in ('RMW_IMPLEMENTATION', 'FASTDDS_DEFAULT_PROFILES_FILE',
+    for key in ('RMW_IMPLEMENTATION', *FASTDDS_PROFILE_VARIABLES,
                 'ROS_AUTOMATIC_DISCOVERY_RANGE'):
         os.environ.setdefault(key, env[key])
     domain = int(env['ROS_DOMAIN_ID'])

@@ -289,17 +289,14 @@ class TorchBackend(Backend):
 
 
 # ---------------------------------------------------------------------------- ONNX Runtime
-def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
-    """Read :class:`ModelMeta` from an exported ONNX file's ``metadata_props``."""
-    import onnx
+def _unreadable(path: Path, exc: BaseException) -> SegRosError:
+    reason = type(exc).__name__ + (f': {first_line(exc)}' if first_line(exc) else '')
+    return SegRosError(f'cannot load model {path}: not a readable ONNX file ({reason}); '
+                       f'truncated? export it again with `seg-ros export`')
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError for a truncated / foreign file, OSError
-        reason = type(exc).__name__ + (f': {first_line(exc)}' if first_line(exc) else '')
-        raise SegRosError(f'cannot load model {path}: not a readable ONNX file ({reason}); '
-                          f'truncated? export it again with `seg-ros export`') from None
-    props = {p.key: p.value for p in model.metadata_props}
+
+def meta_from_props(props: dict[str, str], path: str | os.PathLike[str]) -> ModelMeta:
+    """:class:`ModelMeta` from an ONNX file's ``metadata_props`` (as a dict)."""
     if META_KEY not in props:
         raise SegRosError(f'{path}: no seg_ros metadata in the ONNX file (export it with '
                           f'`seg-ros export`)')
@@ -307,6 +304,42 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
         return ModelMeta.from_json(props[META_KEY])
     except SegRosError as exc:
         raise SegRosError(f'{path}: bad seg_ros metadata: {exc}') from None
+
+
+def read_onnx_meta(path: str | os.PathLike[str]) -> ModelMeta:
+    """Read :class:`ModelMeta` from an exported ONNX file's ``metadata_props``.
+
+    ONNX Runtime reads them (``get_modelmeta().custom_metadata_map``), so a robot serving an
+    ONNX model needs only onnxruntime: ``onnx`` has no rosdep key and is not installed there.
+    Without onnxruntime (a TensorRT-only install) the ``onnx`` package reads them instead.
+
+    Raises:
+        SegRosError: the file is missing, unreadable (truncated, not ONNX) or carries no
+            seg_ros metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegRosError(f'ONNX file not found: {path}')
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    try:
+        if ort is not None:
+            opts = ort.SessionOptions()
+            # Only the metadata is wanted: skip the optimisations a serving session runs.
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = ort.InferenceSession(str(path), sess_options=opts,
+                                           providers=['CPUExecutionProvider'])
+            props = dict(session.get_modelmeta().custom_metadata_map)
+        else:
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in model.metadata_props}
+    except Exception as exc:  # protobuf DecodeError / ORT InvalidProtobuf, OSError
+        raise _unreadable(path, exc) from None
+    return meta_from_props(props, path)
 
 
 def ort_session_options(threads: int | None = None) -> Any:
@@ -401,15 +434,19 @@ class OrtBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise SegRosError(f'ONNX file not found: {path}')
-        self.meta = read_onnx_meta(path)
         opts = ort_session_options(threads)
         if providers is None:
             providers = ort_providers(device, ort.get_available_providers(), tensorrt_ep,
                                       engine_cache_dir, fp16)
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=providers)
+        except Exception as exc:  # InvalidProtobuf for a truncated / foreign file
+            raise _unreadable(path, exc) from None
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.meta = meta_from_props(props, path)  # one read of the file: the serving session
         # fp32, fp16 (`seg-ros export --fp16`) or int8 (`seg-ros quantize`): the file decides
-        self.file_precision = self.session.get_modelmeta().custom_metadata_map.get(
-            PRECISION_KEY, 'fp32')
+        self.file_precision = props.get(PRECISION_KEY, 'fp32')
         self.device = ','.join(self.session.get_providers())
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name

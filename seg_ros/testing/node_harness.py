@@ -6,6 +6,10 @@
   and records what comes back, keyed by header stamp.
 * :func:`make_image`: a ``sensor_msgs/Image`` in any supported encoding from an RGB array,
   with optional row padding and byte order.
+* :func:`build_workspace` and :class:`LaunchProcess`: seg_ros built with ``colcon`` into a
+  workspace, as a robot installs it, and a launch file of that install run through the real
+  ``launch`` system (a ROS install or ``shared/ros2_launch``), stopped with SIGINT, every
+  process it started accounted for.
 """
 from __future__ import annotations
 
@@ -13,17 +17,23 @@ from collections.abc import Callable, Iterator
 import contextlib
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from typing import Any
+import uuid
 
 import cv2
 import numpy as np
 
 NODE_MODULE = 'seg_ros.node'
 LIFECYCLE_MODULE = 'seg_ros.lifecycle_node'
+# What a colcon workspace needs of the repository to build and install the package.
+PACKAGE_FILES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'seg_ros', 'launch',
+                 'config', 'models')
+LAUNCH_TAG = 'SEG_ROS_LAUNCH_TAG'
 
 
 class NodeProcess:
@@ -294,3 +304,134 @@ def offline_segmenter(checkpoint: str | os.PathLike[str]) -> Iterator[Any]:
     finally:
         seg.close()
         torch.set_num_threads(threads)
+
+
+def build_workspace(repo_root: str | os.PathLike[str], workspace: str | os.PathLike[str],
+                    log_path: str | os.PathLike[str] | None = None) -> Path:
+    """Copy the package into ``workspace/src/seg_ros`` and ``colcon build`` it.
+
+    colcon runs with the interpreter running this function (its ``colcon`` script lies next
+    to it), so the installed entry points use that environment's packages.
+
+    Returns:
+        The workspace's ``install`` folder.
+
+    Raises:
+        RuntimeError: colcon is missing or the build failed (with colcon's output).
+    """
+    root, ws = Path(repo_root), Path(workspace)
+    src = ws / 'src' / 'seg_ros'
+    src.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.egg-info')
+    for name in PACKAGE_FILES:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, src / name, ignore=ignore, dirs_exist_ok=True)
+        else:
+            shutil.copy2(root / name, src / name)
+    colcon = Path(sys.executable).parent / 'colcon'
+    if not colcon.is_file():
+        raise RuntimeError(f'colcon is not installed next to {sys.executable} '
+                           f'(pip install colcon-common-extensions ros-ament-package)')
+    proc = subprocess.run([str(colcon), 'build', '--base-paths', 'src'], cwd=ws,
+                          capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    if log_path is not None:
+        Path(log_path).write_text(output)
+    if proc.returncode != 0:
+        raise RuntimeError(f'colcon build failed ({proc.returncode}):\n{output[-4000:]}')
+    return ws / 'install'
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Pids of the running processes whose environment carries ``SEG_ROS_LAUNCH_TAG=tag``."""
+    needle = f'{LAUNCH_TAG}={tag}'.encode()
+    pids = []
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / 'environ').read_bytes()
+            state = (entry / 'stat').read_text().rsplit(')', 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if state != 'Z' and needle in environ.split(b'\0'):
+            pids.append(int(entry.name))
+    return pids
+
+
+class LaunchProcess:
+    """A launch file of a colcon install, run the way ``ros2 launch`` runs it.
+
+    The command sources ``install/setup.bash`` (as a user does) and runs ``run_launch.py``
+    (``shared/ros2_launch``: ``launch.LaunchService`` on an ``IncludeLaunchDescription``).
+    Every process it starts inherits a unique ``SEG_ROS_LAUNCH_TAG``, so :meth:`leftovers`
+    finds any that survive the launch's shutdown.
+
+    Args:
+        install: the workspace's ``install`` folder (:func:`build_workspace`).
+        launch_file: file name in ``install/seg_ros/share/seg_ros/launch``.
+        arguments: ``name:=value`` launch arguments.
+        runner: ``run_launch.py``.
+        pythonpath: folders that provide ``launch`` / ``launch_ros`` (empty on a ROS
+            install).
+        log_path: file receiving the launch output (the nodes print there too).
+        env: base environment (the caller's isolated ROS domain).
+    """
+
+    def __init__(self, install: str | os.PathLike[str], launch_file: str, arguments: list[str],
+                 runner: str | os.PathLike[str], pythonpath: list[Path],
+                 log_path: str | os.PathLike[str], env: dict[str, str] | None = None) -> None:
+        self.install = Path(install)
+        self.tag = uuid.uuid4().hex
+        environment = dict(os.environ if env is None else env)
+        environment[LAUNCH_TAG] = self.tag
+        environment['PYTHONPATH'] = os.pathsep.join(
+            [str(p) for p in pythonpath] + [p for p in [environment.get('PYTHONPATH', '')]
+                                            if p])
+        path = self.install / 'seg_ros' / 'share' / 'seg_ros' / 'launch' / launch_file
+        script = 'source "$0/setup.bash" && exec "$@"'
+        self.cmd = ['bash', '-c', script, str(self.install), sys.executable, str(runner),
+                    str(path), *arguments]
+        self.log_path = Path(log_path)
+        self._log = self.log_path.open('w')
+        self.proc = subprocess.Popen(self.cmd, env=environment, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        """True while the launch runs."""
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        """Everything printed so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGINT (Ctrl-C), wait; SIGKILL the launch and anything it left if it hangs.
+
+        Returns:
+            The launch's exit status (negative: killed by that signal).
+        """
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def leftovers(self, grace: float = 10.0) -> list[int]:
+        """Processes of this launch still running ``grace`` seconds after it stopped."""
+        deadline = time.monotonic() + grace
+        while (pids := tagged_processes(self.tag)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return pids
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL whatever :meth:`leftovers` found (so a failed test cleans up)."""
+        for pid in tagged_processes(self.tag):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

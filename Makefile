@@ -16,7 +16,7 @@ ROBOT_TESTS := test/test_launch_files.py test/test_launch_run.py test/test_robot
 	test/test_ros_transport.py
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-jazzy test lint typecheck pytest pytest-jazzy demo clean
+.PHONY: setup setup-jazzy test test-exhaustive lint typecheck pytest pytest-jazzy demo clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,11 @@ pytest-jazzy: setup-jazzy $(TEST_ONNX)
 		$(JBIN)/python -m pytest $(ROBOT_TESTS)
 
 test: lint typecheck pytest pytest-jazzy
+
+# The rest of the full grids that `make test` samples (each registered model's dynamic fp16
+# export against the TensorRT parser rules): about 30 minutes on 2 cores.
+test-exhaustive: setup
+	$(BIN)/python -m pytest -m exhaustive
 
 demo: setup
 	$(BIN)/seg-ros demo

@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     env = ros_environment()
     os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'RMW_IMPLEMENTATION',
                                            'FASTDDS_DEFAULT_PROFILES_FILE',
+                                           'FASTRTPS_DEFAULT_PROFILES_FILE',
                                            'ROS_AUTOMATIC_DISCOVERY_RANGE')})
     model = Path(args.model) if args.model else export_model(args.size)
     from seg_ros.data.synthetic import SyntheticDrive

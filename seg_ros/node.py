@@ -682,8 +682,9 @@ class SegmentationPipeline:
         else:
             hint = (f'{n} publisher(s) on it; if they are publishing, check their QoS (this '
                     f'node requests {self.values["qos_reliability"]}) and, for large images, '
-                    'the Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE=config/'
-                    'fastdds_profile.xml)')
+                    'the Fast DDS profile: FASTRTPS_DEFAULT_PROFILES_FILE (Humble, Jazzy) '
+                    'and FASTDDS_DEFAULT_PROFILES_FILE (Kilted) = share/seg_ros/config/'
+                    'fastdds_profile.xml')
         self.log.warning(f'no frames on {topic} for {seconds:.0f} s: {hint} '
                          '(logged once until frames arrive again)')
 

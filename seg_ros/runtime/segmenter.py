@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -180,7 +181,7 @@ class Segmenter:
             raise SegRosError('weights= goes with a registered model name, not a model file')
         requested_device = device
         if device == 'auto':
-            device = 'cuda' if cuda_available() else 'cpu'
+            device = 'cuda' if _gpu_for_auto() else 'cpu'
         name = resolve_backend(backend, kind, device)
         if name == 'openvino' and requested_device == 'auto':
             device = 'cpu'  # OpenVINO runs on the CPU (or an Intel GPU named explicitly)
@@ -390,6 +391,19 @@ def _file_precision(impl: Backend, requested: str, precision: str,
         raise SegRosError(f'the model file is {file_precision}: int8 on {impl.name} runs a '
                           'file from `seg-ros quantize`')
     return precision, reason
+
+
+def _gpu_for_auto() -> bool:
+    """Whether ``device: auto`` means CUDA, without importing torch where it is not installed.
+
+    Every CUDA route but ONNX Runtime's needs torch (the TensorRT backend keeps its buffers in
+    torch tensors), so on a robot-minimal install (no torch) the answer is ONNX Runtime's
+    CUDA provider; importing torch only to learn there is no GPU costs start-up and shutdown
+    time (seconds) on such a node.
+    """
+    if importlib.util.find_spec('torch') is None:
+        return importlib.util.find_spec('onnxruntime') is not None and _ort_has_cuda()
+    return cuda_available()
 
 
 def _ort_has_cuda() -> bool:

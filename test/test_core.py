@@ -209,3 +209,33 @@ def test_atomic_write_gives_normal_permissions(tmp_path: Path):
     mode = stat.S_IMODE((tmp_path / 'a.txt').stat().st_mode)
     assert mode == 0o666 & ~mask
     assert (tmp_path / 'a.txt').read_text() == 'hello'
+
+
+_PNG_HEAD = png_bomb(3, 2)[:33]  # signature + IHDR of a real PNG
+
+
+@pytest.mark.parametrize('prefix', [b'', b'\xff\xd8', _PNG_HEAD[:8]])
+def test_header_reader_never_raises_on_arbitrary_bytes(prefix: bytes) -> None:
+    """Whatever arrives on image/compressed, the size reader answers a size or None."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.binary(max_size=256))
+    def check(tail: bytes) -> None:
+        size = compressed_size(prefix + tail)
+        assert size is None or (len(size) == 2 and all(0 <= v < 2 ** 32 for v in size))
+
+    check()
+
+
+def test_truncated_images_are_refused_not_crashed() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    for ext in ('png', 'jpeg'):
+        data = encode_compressed(rgb, ext)
+        for cut in range(0, len(data), max(1, len(data) // 40)):
+            try:
+                out = compressed_to_rgb(data[:cut], ext, max_pixels=24 * 40)
+            except ImageDecodeError:
+                continue
+            assert out.shape == (24, 40, 3)  # a decoder may fill a truncated tail

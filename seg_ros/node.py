@@ -351,11 +351,11 @@ class SegmentationPipeline:
         else:
             try:
                 _, colours = load_palette(values['palette'], meta.num_classes)
-            except SegRosError:
-                raise
             except Exception as exc:  # noqa: BLE001 - see the docstring
+                reason = str(exc) if isinstance(exc, SegRosError) else (
+                    f'{type(exc).__name__}: {exc}')
                 raise SegRosError(f'cannot use palette {values["palette"]!r}: '
-                                  f'{type(exc).__name__}: {exc}') from exc
+                                  f'{reason}') from exc
             names = list(meta.class_names)  # the model defines the classes, the file colours
         colours = colours[:meta.num_classes]
         return RuntimeSettings(

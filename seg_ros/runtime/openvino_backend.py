@@ -53,6 +53,28 @@ def ov_device(device: str) -> str:
                       'use tensorrt, onnxruntime or torch)')
 
 
+def read_onnx(path: Path) -> Any:
+    """``path`` through OpenVINO's ONNX frontend alone.
+
+    ``Core.read_model`` tries every frontend on a file the ONNX one refuses (TensorFlow's
+    prints parser errors to stderr) and says only that no frontend could read it.
+
+    Raises:
+        SegRosError: the file is not a readable ONNX model (one line).
+    """
+    from openvino.frontend import FrontEndManager
+
+    frontend = FrontEndManager().load_by_framework('onnx')
+    try:
+        return frontend.convert(frontend.load(str(path)))
+    except Exception as exc:  # noqa: BLE001 - OpenVINO's GeneralFailure and friends
+        lines = [ln.strip() for ln in str(exc).splitlines()
+                 if ln.strip() and not ln.startswith(('Check ', 'FrontEnd API failed'))]
+        reason = type(exc).__name__ + (f': {lines[-1]}' if lines else '')
+        raise SegRosError(f'cannot load model {path}: not a readable ONNX file ({reason}); '
+                          'truncated? export it again with `seg-ros export`') from None
+
+
 def read_ov_meta(model: Any, path: str | os.PathLike[str]) -> ModelMeta:
     """The :class:`ModelMeta` an ``openvino.Model`` read from our ONNX carries in rt_info."""
     try:
@@ -101,11 +123,7 @@ class OpenVinoBackend(Backend):
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             core.set_property({'CACHE_DIR': str(cache_dir)})
-        try:
-            model = core.read_model(str(path))
-        except RuntimeError as exc:
-            raise SegRosError(f'{path}: OpenVINO cannot read it: '
-                              f'{str(exc).strip().splitlines()[0]}') from exc
+        model = read_onnx(path)
         self.meta = read_ov_meta(model, path)
         try:
             self.file_precision = model.get_rt_info(['framework', PRECISION_KEY]).astype(str)

@@ -54,7 +54,7 @@ typecheck: setup
 
 # The Kilted venv: the whole suite (the launch files run with Jazzy's launch on Kilted rclpy).
 pytest: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # The robot-minimal Jazzy venv: colcon build, the launch files with Humble's and Jazzy's
 # launch, the node and lifecycle node serving ONNX, large frames over Fast DDS 2.14.
@@ -65,8 +65,9 @@ pytest-jazzy: setup-jazzy $(TEST_ONNX)
 
 test: lint typecheck pytest pytest-jazzy
 
-# The rest of the full grids that `make test` samples (each registered model's dynamic fp16
-# export against the TensorRT parser rules): about 30 minutes on 2 cores.
+# The rest of the model grids that `make test` samples with one model per paper: every
+# registered model's exports against the TensorRT parser rules (static fp32 and dynamic fp16)
+# and OpenVINO vs ONNX Runtime: about 30 minutes on 2 cores.
 test-exhaustive: setup
 	$(BIN)/python -m pytest -m exhaustive
 

@@ -11,6 +11,7 @@ from seg_ros.errors import SegRosError
 from seg_ros.models import list_models
 from seg_ros.runtime import cpu as cpu_mod
 from seg_ros.runtime.backends import OrtBackend, read_onnx_meta
+from seg_ros.testing.exports import FAMILIES
 
 ov = pytest.importorskip('openvino', reason='openvino is not installed')
 from seg_ros.runtime.openvino_backend import OpenVinoBackend, ov_device  # noqa: E402
@@ -26,7 +27,9 @@ def _frames(n: int, size: tuple[int, int] = SIZE) -> np.ndarray:
     return np.stack([drive.frame(i * 5)[0] for i in range(n)])
 
 
-@pytest.mark.parametrize('name', list_models())
+@pytest.mark.parametrize('name', [
+    n if n in FAMILIES else pytest.param(n, marks=pytest.mark.exhaustive)
+    for n in list_models()])
 def test_fp32_agrees_with_onnxruntime(exports: Any, name: str) -> None:
     path = exports(name, False, False)
     frames = _frames(2)

@@ -62,11 +62,11 @@ def export_model(size: tuple[int, int]) -> Path:
 
 
 def offline_latency(model: Path, frames: list[np.ndarray], threads: int,
-                    iters: int) -> dict[str, Any]:
-    """Median/p90 of the Segmenter on ONNX Runtime (ids only, as the node's mask)."""
+                    iters: int, backend: str = 'onnxruntime') -> dict[str, Any]:
+    """Median/p90 of the Segmenter on ``backend`` (ids only, as the node's mask)."""
     from seg_ros.runtime.segmenter import Segmenter
 
-    seg = Segmenter.from_file(str(model), backend='onnxruntime', device='cpu', threads=threads)
+    seg = Segmenter.from_file(str(model), backend=backend, device='cpu', threads=threads)
     try:
         for f in frames[:3]:
             seg(f)
@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--model', help='ONNX file (default: regseg48 exported at --size)')
     p.add_argument('--size', type=_size, default=(512, 1024), help='frame and network HxW')
-    p.add_argument('--threads', type=int, default=2, help='ONNX Runtime threads')
+    p.add_argument('--threads', type=int, default=2, help='inference threads')
+    p.add_argument('--backend', default='onnxruntime', choices=('onnxruntime', 'openvino'),
+                   help='CPU backend of the offline run and the node (precision auto)')
     p.add_argument('--e2e-frames', type=int, default=40)
     p.add_argument('--offline-iters', type=int, default=30)
     p.add_argument('--rate', type=float, default=30.0, help='overload publish rate (Hz)')
@@ -226,14 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         'model': str(model), 'size': f'{args.size[0]}x{args.size[1]}', 'threads': args.threads,
         'rate_hz': args.rate, 'overload_s': args.overload_s, 'cpus': os.cpu_count(),
         'load_avg_start': os.getloadavg()}}
-    result['offline_before'] = offline_latency(model, frames, args.threads, args.offline_iters)
+    result['offline_before'] = offline_latency(model, frames, args.threads, args.offline_iters,
+                                               args.backend)
     print(f'offline pipeline: median {result["offline_before"]["median_ms"]:.1f} ms', flush=True)
 
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    node = NodeProcess(['-p', f'model:={model.resolve()}', '-p', 'backend:=onnxruntime',
+    node = NodeProcess(['-p', f'model:={model.resolve()}', '-p', f'backend:={args.backend}',
                         '-p', 'device:=cpu', '-p', f'threads:={args.threads}'],
                        args.out / 'node.log', env=dict(os.environ))
     client = RosClient('bench_node_client')
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'end to end: median {result["end_to_end"]["median_ms"]:.1f} ms', flush=True)
         result['node_diagnostics_closed_loop'] = _diag(client)
         result['offline_after'] = offline_latency(model, frames, args.threads,
-                                                  args.offline_iters)
+                                                  args.offline_iters, args.backend)
         result['overload'] = overload(client, pub, node, frames, args.rate, args.overload_s)
         result['node_diagnostics_overload'] = _diag(client)
     finally:

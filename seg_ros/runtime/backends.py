@@ -75,13 +75,16 @@ class Backend(ABC):
         return {'backend': self.name, 'device': self.device, 'model': self.meta.model,
                 'input_size': list(self.input_size)}
 
-    def _check_batch(self, batch: np.ndarray) -> None:
+    def _check_batch(self, batch: np.ndarray, confidence: bool = False) -> None:
         h, w = self.input_size
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
             raise SegRosError(f'{self.name}: expected (N, {h}, {w}, 3) uint8, got '
                               f'{batch.shape} {batch.dtype}')
         if not 1 <= batch.shape[0] <= self.max_batch:
             raise SegRosError(f'{self.name}: batch {batch.shape[0]} outside 1..{self.max_batch}')
+        if confidence and not self.has_confidence:
+            raise SegRosError('this ONNX file was exported without a confidence output '
+                              '(re-export without --no-confidence)')
 
 
 # ---------------------------------------------------------------------------- availability
@@ -461,10 +464,7 @@ class OrtBackend(Backend):
 
     def infer(self, batch: np.ndarray,
               confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        self._check_batch(batch)
-        if confidence and not self.has_confidence:
-            raise SegRosError('this ONNX file was exported without a confidence output '
-                              '(re-export without --no-confidence)')
+        self._check_batch(batch, confidence)
         names = ['ids', 'confidence'] if confidence else ['ids']
         outs = self.session.run(names, {self._input_name: batch})
         return outs[0], (outs[1] if confidence else None)

@@ -159,10 +159,7 @@ class OpenVinoBackend(Backend):
 
     def infer(self, batch: np.ndarray,
               confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        self._check_batch(batch)
-        if confidence and not self.has_confidence:
-            raise SegRosError('this ONNX file was exported without a confidence output '
-                              '(re-export without --no-confidence)')
+        self._check_batch(batch, confidence)
         with self._lock:
             out = self._request.infer({0: batch})
             # The request reuses its output buffers on the next call: hand out copies.

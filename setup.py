@@ -42,8 +42,8 @@ setup(
     entry_points={
         'console_scripts': [
             'seg-ros = seg_ros.cli:main',
-            'segmentation_node = seg_ros.node:main',
-            'segmentation_lifecycle_node = seg_ros.lifecycle_node:main',
+            'segmentation_node = seg_ros.ros.node:main',
+            'segmentation_lifecycle_node = seg_ros.ros.lifecycle_node:main',
         ],
     },
 )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from seg_ros.node_params import PARAMS_BY_NAME, validate_value
+from seg_ros.ros.node_params import PARAMS_BY_NAME, validate_value
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))

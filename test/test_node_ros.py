@@ -500,7 +500,7 @@ def test_startup_errors_are_one_clear_line(checkpoint: Path, tmp_path: Path) -> 
     }
     procs = {}
     for name, (args, _) in cases.items():
-        procs[name] = subprocess.Popen([sys.executable, '-m', 'seg_ros.node', '--ros-args',
+        procs[name] = subprocess.Popen([sys.executable, '-m', 'seg_ros.ros.node', '--ros-args',
                                         *args], env=dict(os.environ), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
     for name, proc in procs.items():

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from seg_ros.diagnostics import PipelineStats, diagnostic_status
 from seg_ros.errors import SegRosError
-from seg_ros.node_params import (
+from seg_ros.ros.diagnostics import PipelineStats, diagnostic_status
+from seg_ros.ros.node_params import (
     PARAMS,
     PARAMS_BY_NAME,
     RUNTIME_PARAMS,
@@ -19,7 +19,7 @@ from seg_ros.node_params import (
     validate_all,
     validate_value,
 )
-from seg_ros.node_utils import (
+from seg_ros.ros.node_utils import (
     ErrorThrottle,
     FrameSlot,
     class_names_json,
@@ -189,8 +189,8 @@ def test_stats_and_diagnostic_levels() -> None:
 
 def test_docs_parameter_table_is_current() -> None:
     text = (Path(__file__).resolve().parents[1] / 'docs' / 'node.md').read_text()
-    assert markdown_table() in text, ('docs/node.md: paste seg_ros.node_params.markdown_table()'
-                                      ' into the Parameters section')
+    assert markdown_table() in text, (
+        'docs/node.md: paste seg_ros.ros.node_params.markdown_table() into the Parameters section')
 
 
 def test_frame_slot_close_counts_the_pending_frame() -> None:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / 'seg_ros'
 # Imported by the node at start (module level), or lazily on the robot: TensorRT builds and
 # int8 calibration from a bag happen there.
-ENTRY = ('seg_ros.node', 'seg_ros.lifecycle_node', 'seg_ros.diagnostics',
+ENTRY = ('seg_ros.ros.node', 'seg_ros.ros.lifecycle_node', 'seg_ros.ros.diagnostics',
          'seg_ros.runtime.segmenter', 'seg_ros.runtime.trt_backend',
          'seg_ros.runtime.calibration', 'seg_ros.bag.io', 'seg_ros.encodings',
          'seg_ros.metadata')
@@ -128,7 +128,8 @@ def runtime_typing_problems(source: str, filename: str = '<src>') -> list[str]:
 
 def test_robot_path_covers_node_runtime_encodings_metadata_and_bags() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in robot_path_modules()}
-    for must in ('seg_ros/node.py', 'seg_ros/node_params.py', 'seg_ros/lifecycle_node.py',
+    for must in ('seg_ros/ros/node.py', 'seg_ros/ros/node_params.py',
+                 'seg_ros/ros/lifecycle_node.py',
                  'seg_ros/runtime/trt_backend.py', 'seg_ros/runtime/calibration.py',
                  'seg_ros/runtime/engine_cache.py', 'seg_ros/encodings.py',
                  'seg_ros/metadata.py', 'seg_ros/bag/io.py', 'seg_ros/bag/salvage.py'):

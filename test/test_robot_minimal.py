@@ -63,7 +63,7 @@ def test_onnx_segmenter_imports_neither_torch_nor_onnx(onnx_model: Path) -> None
         import json, sys
         import numpy as np
         from seg_ros.runtime.segmenter import Segmenter
-        import seg_ros.node, seg_ros.lifecycle_node
+        import seg_ros.ros.node, seg_ros.ros.lifecycle_node
         seg = Segmenter.from_file({str(onnx_model)!r}, backend='auto', device='cpu')
         out = seg(np.zeros((40, 60, 3), np.uint8))
         print(json.dumps({{'backend': seg.backend_name, 'shape': list(out.ids.shape),

@@ -66,3 +66,17 @@ def test_explicit_precision_is_never_changed() -> None:
         assert choose_precision(precision, 'openvino', 'cpu', old) == (precision, 'requested')
     with pytest.raises(SegRosError, match='precision must be one of'):
         choose_precision('fp64', 'torch', 'cpu', old)
+
+
+@pytest.mark.parametrize('cpu, expected', [(SAPPHIRE, 'bf16'), (EPYC, 'bf16'),
+                                           (OLD_XEON, 'none')])
+def test_training_amp_auto_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, cpu: str,
+                                                 expected: str) -> None:
+    import torch
+
+    from seg_ros.train import loop
+
+    monkeypatch.setattr(loop, 'cpu_info', lambda: parse_cpuinfo(cpu))
+    assert loop.resolve_amp('auto', torch.device('cpu')) == expected
+    assert loop.resolve_amp('auto', torch.device('cuda', 0)) == 'fp16'
+    assert loop.resolve_amp('none', torch.device('cpu')) == 'none'  # explicit: obeyed

@@ -54,7 +54,7 @@ def node_command(cfg: EvalConfig, compressed: bool) -> list[str]:
         model = str(Path(model).resolve())
     # qos_output_depth 10: a reliable depth-1 output may replace a mask before this recorder
     # fetched it, and that loss would be miscounted as the node dropping a frame.
-    cmd = [sys.executable, '-m', 'seg_ros.node', '--ros-args',
+    cmd = [sys.executable, '-m', 'seg_ros.ros.node', '--ros-args',
            '-r', f'__node:={NODE_NAME}',
            '-p', f'model:={model}', '-p', f'backend:={cfg.backend}',
            '-p', 'qos_output_depth:=10']

@@ -28,8 +28,8 @@ import uuid
 import cv2
 import numpy as np
 
-NODE_MODULE = 'seg_ros.node'
-LIFECYCLE_MODULE = 'seg_ros.lifecycle_node'
+NODE_MODULE = 'seg_ros.ros.node'
+LIFECYCLE_MODULE = 'seg_ros.ros.lifecycle_node'
 # What a colcon workspace needs of the repository to build and install the package.
 PACKAGE_FILES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'seg_ros', 'launch',
                  'config', 'models')
@@ -43,7 +43,7 @@ class NodeProcess:
         ros_args: arguments after ``--ros-args`` (``-p name:=value``, ``-r from:=to``).
         log_path: file receiving the node's stdout and stderr.
         env: environment (the caller's isolated ROS domain).
-        module: ``seg_ros.node`` or ``seg_ros.lifecycle_node``.
+        module: ``seg_ros.ros.node`` or ``seg_ros.ros.lifecycle_node``.
     """
 
     def __init__(self, ros_args: list[str], log_path: str | os.PathLike[str],

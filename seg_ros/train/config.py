@@ -108,7 +108,8 @@ class OptimConfig:
         power: poly power.
         warmup_iters: linear warm-up length.
         warmup_factor: LR multiplier at the start of the warm-up.
-        amp: ``none``, ``fp16`` (CUDA, with a GradScaler) or ``bf16``.
+        amp: ``none``, ``fp16`` (CUDA, with a GradScaler), ``bf16`` or ``auto`` (fp16 on
+            CUDA, bf16 on a CPU with native bf16 -- AVX512_BF16 or AMX --, else none).
         ema: EMA of the weights (RegSeg: alpha 0.0031 every 32 iterations).
         ema_alpha: EMA alpha.
         ema_every: EMA period in optimizer steps.
@@ -208,8 +209,8 @@ class TrainConfig:
             raise SegRosError('set optim.iterations or optim.epochs (> 0)')
         if o.batch_size < 1 or o.accumulate < 1:
             raise SegRosError('optim.batch_size and optim.accumulate must be >= 1')
-        if o.amp not in ('none', 'fp16', 'bf16'):
-            raise SegRosError(f'optim.amp must be none, fp16 or bf16, got {o.amp!r}')
+        if o.amp not in ('none', 'fp16', 'bf16', 'auto'):
+            raise SegRosError(f'optim.amp must be none, fp16, bf16 or auto, got {o.amp!r}')
         if o.lr <= 0:
             raise SegRosError(f'optim.lr must be > 0, got {o.lr}')
         if self.eval.every < 0 or self.checkpoint.every < 0 or self.log_every < 1:

@@ -46,6 +46,7 @@ from seg_ros.eval.metrics import ConfusionMatrix
 from seg_ros.fileio import remove_stale_temp_files
 from seg_ros.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from seg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+from seg_ros.runtime.cpu import cpu_info
 from seg_ros.runtime.normalize import Normalize
 from seg_ros.train.config import TrainConfig, dump_config
 from seg_ros.train.losses import build_loss
@@ -121,6 +122,22 @@ def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, t
     images = torch.from_numpy(np.stack([img for img, _ in batch]))
     labels = torch.from_numpy(np.stack([lab for _, lab in batch]).astype(np.int64))
     return images, labels
+
+
+def resolve_amp(spec: str, device: torch.device) -> str:
+    """The mixed precision ``optim.amp`` means on ``device``.
+
+    ``auto``: fp16 on CUDA; bf16 on a CPU that computes bf16 natively (AVX512_BF16 or AMX:
+    measured 0.41 s against 0.64 s per regseg48 step of 4 x 256x512 frames on a 2-core AMX
+    Xeon); otherwise none -- emulated bf16 on an AVX2 CPU is slower than fp32.
+    """
+    if spec != 'auto':
+        return spec
+    if device.type == 'cuda':
+        return 'fp16'
+    if device.type == 'cpu' and cpu_info().native_bf16:
+        return 'bf16'
+    return 'none'
 
 
 def _threads(spec: Any, local_world: int) -> int:
@@ -385,8 +402,11 @@ def train(cfg: TrainConfig, resume: bool = False,
     total = o.iterations or max(1, o.epochs * per_epoch // o.accumulate)
     scheduler = WarmupScheduler(optimizer, total, o.policy, o.power, o.warmup_iters,
                                 o.warmup_factor)
-    amp_dtype = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[o.amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=o.amp == 'fp16')
+    amp = resolve_amp(o.amp, device)
+    if o.amp == 'auto' and d.rank == 0:
+        log.info('optim.amp auto: %s on %s', amp, device)
+    amp_dtype = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == 'fp16')
     ema = ModelEMA(_eval_model(model), o.ema_alpha, o.ema_every) if o.ema else None
     criterion = build_loss(cfg.loss, IGNORE_INDEX)
     ddp_model: nn.Module = model

@@ -1,17 +1,17 @@
 """``segmentation_node``: semantic segmentation of a camera topic.
 
 Run it with ``ros2 run seg_ros segmentation_node --ros-args -p model:=model.onnx
--r image:=/camera/image_raw`` or ``python -m seg_ros.node --ros-args ...``.
+-r image:=/camera/image_raw`` or ``python -m seg_ros.ros.node --ros-args ...``.
 
 Threading: the subscription callback only stores the newest frame in a one-slot buffer
-(:class:`~seg_ros.node_utils.FrameSlot`; an unprocessed older frame is dropped and counted), and
-one worker thread decodes, runs the :class:`~seg_ros.runtime.segmenter.Segmenter` and
+(:class:`~seg_ros.ros.node_utils.FrameSlot`; an unprocessed older frame is dropped and
+counted), and one worker thread decodes, runs the :class:`~seg_ros.runtime.segmenter.Segmenter` and
 publishes. Latency therefore never grows because of a queue: under overload the node
 processes the newest frame and drops the rest. The executor thread stays free for
 parameters, services, QoS events and diagnostics.
 
 The pipeline (:class:`SegmentationPipeline`) is shared with the lifecycle variant
-(``seg_ros.lifecycle_node``); this module's :class:`SegmentationNode` loads and starts it in
+(``seg_ros.ros.lifecycle_node``); this module's :class:`SegmentationNode` loads and starts it in
 the constructor.
 """
 from __future__ import annotations
@@ -45,7 +45,6 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from seg_ros.diagnostics import PipelineStats, diagnostic_status
 from seg_ros.encodings import (
     ImageDecodeError,
     array_to_image_fields,
@@ -54,7 +53,8 @@ from seg_ros.encodings import (
 )
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import load_palette
-from seg_ros.node_params import (
+from seg_ros.ros.diagnostics import PipelineStats, diagnostic_status
+from seg_ros.ros.node_params import (
     PALETTE_FROM_MODEL,
     PARAMS,
     PARAMS_BY_NAME,
@@ -62,7 +62,7 @@ from seg_ros.node_params import (
     validate_all,
     validate_value,
 )
-from seg_ros.node_utils import (
+from seg_ros.ros.node_utils import (
     ErrorThrottle,
     FrameSlot,
     class_names_json,
@@ -103,7 +103,7 @@ _HISTORY = {'keep_last': HistoryPolicy.KEEP_LAST, 'keep_all': HistoryPolicy.KEEP
 
 
 def declare_parameters(node: Node, read_only_load_time: bool) -> None:
-    """Declare every parameter of :data:`seg_ros.node_params.PARAMS` on ``node``.
+    """Declare every parameter of :data:`seg_ros.ros.node_params.PARAMS` on ``node``.
 
     Args:
         node: the node.
@@ -757,7 +757,7 @@ def run(node_factory: Any, args: list[str] | None = None) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``segmentation_node`` / ``python -m seg_ros.node``."""
+    """Entry point of ``segmentation_node`` / ``python -m seg_ros.ros.node``."""
     return run(SegmentationNode, args)
 
 

@@ -150,7 +150,7 @@ def _package_root(pkg: str) -> Path:
         return Path(get_package_share_directory(pkg))
     except Exception as exc:  # not installed through ament (e.g. pip install -e .)
         if pkg == 'seg_ros':
-            return Path(__file__).resolve().parents[1]
+            return Path(__file__).resolve().parents[2]  # seg_ros/ros/ -> the source tree
         raise SegRosError(f'package {pkg!r} not found for a package:// model path') from exc
 
 

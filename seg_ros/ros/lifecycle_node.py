@@ -22,7 +22,7 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from seg_ros.errors import SegRosError
-from seg_ros.node import NODE_NAME, SegmentationPipeline, declare_parameters, run
+from seg_ros.ros.node import NODE_NAME, SegmentationPipeline, declare_parameters, run
 
 
 class SegmentationLifecycleNode(LifecycleNode):

@@ -1,15 +1,18 @@
-"""The CPU path (issue 16): backend x precision for the shipped regseg48, against torch eager.
+"""The CPU path (issue 16): model x backend x precision, against torch eager.
 
     .venv/bin/python benchmarks/bench_cpu_backends.py --sizes 512x1024 1024x2048 --threads 2 \\
-        --out benchmarks/results/cpu_backends
+        --models shipped sfnet_lite_r18 rtseg_s eseg_lite_s --out benchmarks/results/cpu_backends
 
-For each network size: the shipped checkpoint exported once (fp32), then in one process and
+``shipped`` is models/regseg48_synthetic.pt (trained); any other name is that registered model
+with its seed-0 random initialisation: its latencies are real, but the ids of an untrained
+network are near-ties everywhere, so its bf16 agreement is a lower bound (fp32 routes must
+still agree). For each model and network size: one fp32 export, then in one process and
 on the same synthetic frames, interleaved so all runs see the same machine load,
 
 * torch eager fp32 NCHW (the bare network: the reference every speed-up is measured against),
 * ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16 (only where the CPU has native bf16),
-* the int8 file of ``seg-ros quantize`` (NNCF, calibrated on synthetic frames of other seeds)
-  on OpenVINO and ONNX Runtime,
+* for the shipped (trained) model only: the int8 file of ``seg-ros quantize`` (NNCF,
+  calibrated on synthetic frames of other seeds) on OpenVINO and ONNX Runtime,
 
 each through the full :class:`~seg_ros.runtime.segmenter.Segmenter` (uint8 frame in, ids out),
 reporting latency p50/p99 and the share of pixels whose id equals torch eager's. The CPU's
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 import sys
 import tempfile
@@ -54,25 +58,34 @@ def _routes(onnx: Path, int8: Path | None, threads: int) -> list[tuple[str, Segm
     return routes
 
 
-def bench_size(size: tuple[int, int], threads: int, iters: int, work: Path,
+def bench_size(model: str, size: tuple[int, int], threads: int, iters: int, work: Path,
                calib_frames: int) -> dict[str, Any]:
-    """All routes at one network size."""
+    """All routes of one model at one network size."""
+    import torch
+
     from seg_ros.runtime.export import export_onnx, load_model_and_meta
     from seg_ros.runtime.quantize import quantize_onnx, split_frames
 
-    net, meta = load_model_and_meta(str(CHECKPOINT), None, size)
-    onnx = export_onnx(net, meta, work / f'regseg48_{size[0]}x{size[1]}.onnx', size=size)
-    calib, held = split_frames([f for s in range(4) for f in bench_frames(
-        size, n=max(2, calib_frames // 4), seed=500 + s)], max(1, calib_frames // 4))
-    int8_path = work / f'regseg48_{size[0]}x{size[1]}_int8.onnx'
-    # the gate is reported, not applied: the table shows what int8 costs
-    report = quantize_onnx(onnx, calib, held, int8_path, min_agreement=1e-9, threads=threads)
+    shipped = model == 'shipped'
+    torch.manual_seed(0)  # the untrained models' weights: the same in every run
+    net, meta = load_model_and_meta(str(CHECKPOINT) if shipped else model, None, size)
+    stem = f'{model}_{size[0]}x{size[1]}'
+    onnx = export_onnx(net, meta, work / f'{stem}.onnx', size=size)
+    report = None
+    int8_path = None
+    if shipped:
+        calib, held = split_frames([f for s in range(4) for f in bench_frames(
+            size, n=max(2, calib_frames // 4), seed=500 + s)], max(1, calib_frames // 4))
+        int8_path = work / f'{stem}_int8.onnx'
+        # the gate is reported, not applied: the table shows what int8 costs
+        report = quantize_onnx(onnx, calib, held, int8_path, min_agreement=1e-9,
+                               threads=threads)
     frames = bench_frames(size, n=4, seed=7)
     step, eager_ids = torch_eager_baseline(net, meta.mean, meta.std, frames, size, threads)
     reference = [eager_ids(i) for i in range(len(frames))]
     routes = _routes(onnx, int8_path, threads)
     times: dict[str, list[float]] = {'torch eager fp32': [], **{n: [] for n, _ in routes}}
-    for i in tqdm(range(iters + 2), desc=f'{size[0]}x{size[1]}', unit='round'):
+    for i in tqdm(range(iters + 2), desc=f'{model} {size[0]}x{size[1]}', unit='round'):
         k = i % len(frames)
         t0 = time.perf_counter()
         step(k)
@@ -96,19 +109,22 @@ def bench_size(size: tuple[int, int], threads: int, iters: int, work: Path,
                      'precision_reason': seg.precision_reason if seg else 'reference'})
     for _, seg in routes:
         seg.close()
-    return {'size': list(size), 'rows': rows,
-            'int8_agreement_vs_fp32_held_out': report.agreement,
-            'int8_calibration_frames': report.calibration_frames}
+    return {'model': 'regseg48 (shipped, trained)' if shipped else f'{model} (untrained)',
+            'size': list(size), 'rows': rows,
+            'int8_agreement_vs_fp32_held_out': report.agreement if report else None,
+            'int8_calibration_frames': report.calibration_frames if report else 0}
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The report as a markdown table per size."""
-    lines = [f'CPU: {result["cpu"]}; {result["threads"]} threads; {result["iters"]} rounds',
+    lines = [f'CPU: {result["cpu"]}; {result["threads"]} threads; {result["iters"]} rounds; '
+             f'load average at the end {result.get("load_average_at_end", float("nan")):.2f}',
              '']
     for block in result['sizes']:
         h, w = block['size']
-        lines += [f'### {h}x{w} (int8 vs fp32 on held-out frames: '
-                  f'{100 * block["int8_agreement_vs_fp32_held_out"]:.2f}%)', '',
+        int8 = block['int8_agreement_vs_fp32_held_out']
+        note = '' if int8 is None else f' (int8 vs fp32 on held-out frames: {100 * int8:.2f}%)'
+        lines += [f'### {block.get("model", "regseg48 (shipped)")}, {h}x{w}{note}', '',
                   '| route | p50 ms | p99 ms | speed-up vs eager | ids = eager |',
                   '|---|---|---|---|---|']
         for r in block['rows']:
@@ -122,6 +138,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--sizes', nargs='+', type=parse_size, default=[(512, 1024)])
+    p.add_argument('--models', nargs='+', default=['shipped'],
+                   help='"shipped" (models/regseg48_synthetic.pt) and/or registered model names')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--iters', type=int, default=20)
     p.add_argument('--calib-frames', type=int, default=32)
@@ -129,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f'CPU: {cpu_info().summary()}', flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        sizes = [bench_size(s, args.threads, args.iters, Path(tmp), args.calib_frames)
-                 for s in args.sizes]
+        sizes = [bench_size(m, s, args.threads, args.iters, Path(tmp), args.calib_frames)
+                 for m in args.models for s in args.sizes]
     result = {'cpu': cpu_info().summary(), 'threads': args.threads, 'iters': args.iters,
+              'load_average_at_end': os.getloadavg()[0],
               'sizes': sizes}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / 'cpu_backends.json').write_text(json.dumps(result, indent=2) + '\n')

@@ -1,6 +1,8 @@
 """CPU feature detection and the ``auto`` precision choice (no timing, no model)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from seg_ros.errors import SegRosError
@@ -80,3 +82,33 @@ def test_training_amp_auto_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch
     assert loop.resolve_amp('auto', torch.device('cpu')) == expected
     assert loop.resolve_amp('auto', torch.device('cuda', 0)) == 'fp16'
     assert loop.resolve_amp('none', torch.device('cpu')) == 'none'  # explicit: obeyed
+
+
+@pytest.mark.parametrize('load, expected', [(0.0, 4), (1.4, 3), (2.6, 1), (9.0, 1)])
+def test_free_cores_subtracts_the_load(monkeypatch: pytest.MonkeyPatch, load: float,
+                                       expected: int) -> None:
+    from seg_ros.runtime import cpu
+
+    monkeypatch.setattr(cpu.os, 'cpu_count', lambda: 4)
+    monkeypatch.setattr(cpu.os, 'getloadavg', lambda: (load, load, load))
+    assert cpu.free_cores() == expected
+
+
+def test_torch_backend_threads_default_to_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from seg_ros.metadata import ModelMeta
+    from seg_ros.models import create_model
+    from seg_ros.runtime import cpu
+    from seg_ros.runtime.backends import TorchBackend
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cpu.os, 'getloadavg', lambda: (float(os.cpu_count() or 1),) * 3)
+    try:
+        net = create_model('eseg_lite_s').eval()
+        backend = TorchBackend(net, ModelMeta('eseg_lite_s'), (32, 64), threads=None)
+        assert backend.threads == 1 == torch.get_num_threads()  # fully loaded: one thread
+        backend = TorchBackend(net, ModelMeta('eseg_lite_s'), (32, 64), threads=2)
+        assert backend.threads == 2  # explicit: obeyed
+    finally:
+        torch.set_num_threads(before)

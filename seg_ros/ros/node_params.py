@@ -100,7 +100,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'start-up when no valid cached engine exists; false = fail instead (passed to '
               'the TensorRT loader when it has the switch, else a warning says it cannot be '
               'honoured)'),
-    ParamSpec('threads', 0, 'CPU threads for inference; 0 = backend default',
+    ParamSpec('threads', 0, 'CPU threads for inference; 0 = backend default (torch: the '
+              'free cores at start-up, CPU count minus load average)',
               int_range=(0, 256)),
     ParamSpec('input_compressed', False, 'subscribe to image/compressed '
               '(sensor_msgs/CompressedImage, JPEG or PNG) instead of image'),

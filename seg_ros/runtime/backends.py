@@ -202,7 +202,8 @@ class TorchBackend(Backend):
         precision: ``fp32`` or (CUDA only) ``fp16``.
         channels_last: NHWC memory format (default on CUDA, where cuDNN prefers it).
         cuda_graph: capture the forward into a CUDA graph (CUDA only, fixed batch size).
-        threads: intra-op CPU threads (``torch.set_num_threads``, process-wide).
+        threads: intra-op CPU threads (``torch.set_num_threads``, process-wide); None or 0 on
+            a CPU: the free cores at start-up (:func:`~seg_ros.runtime.cpu.free_cores`).
         max_batch: largest batch accepted.
     """
 
@@ -231,8 +232,14 @@ class TorchBackend(Backend):
                               'are slower than fp32)')
         if cuda_graph and dev.type != 'cuda':
             raise SegRosError('CUDA-graph capture needs a CUDA device')
+        if not threads and dev.type == 'cpu':
+            from seg_ros.runtime.cpu import free_cores
+
+            threads = free_cores()
+            log.info('torch backend: %d intra-op thread(s) (free cores at start-up)', threads)
         if threads:
             torch.set_num_threads(int(threads))
+        self.threads = int(threads or torch.get_num_threads())
         self._torch = torch
         self._device = dev
         self.device = str(dev) if dev.type == 'cpu' else \

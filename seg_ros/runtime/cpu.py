@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import functools
+import os
 import platform
 
 # /proc/cpuinfo flag names (Linux arch/x86/include/asm/cpufeatures.h).
@@ -62,3 +63,19 @@ def cpu_info() -> CpuInfo:
             return parse_cpuinfo(f.read())
     except OSError:
         return CpuInfo(platform.processor() or 'unknown CPU', frozenset())
+
+
+def free_cores() -> int:
+    """The cores this process may use now: CPU count minus the 1-minute load average, >= 1.
+
+    OpenMP threads that outnumber the free cores stall each other even with passive waiting:
+    measured on 2 cores at load 4, the torch backend took 53 ms per frame with 2 threads and
+    29 ms with 1 (``benchmarks/bench_torch_threads.py``). Read once, when a backend or a
+    training run starts.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average (some containers, Windows)
+        load = 0.0
+    return max(1, min(cores, int(round(cores - load))))

@@ -46,7 +46,7 @@ from seg_ros.eval.metrics import ConfusionMatrix
 from seg_ros.fileio import remove_stale_temp_files
 from seg_ros.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from seg_ros.models.checkpoint import load_checkpoint, save_checkpoint
-from seg_ros.runtime.cpu import cpu_info
+from seg_ros.runtime.cpu import cpu_info, free_cores
 from seg_ros.runtime.normalize import Normalize
 from seg_ros.train.config import TrainConfig, dump_config
 from seg_ros.train.losses import build_loss
@@ -142,16 +142,10 @@ def resolve_amp(spec: str, device: torch.device) -> str:
 
 def _threads(spec: Any, local_world: int) -> int:
     """``auto``: the cores this process may use now (cores minus load, split among ranks)."""
-    cores = os.cpu_count() or 1
     if spec in (None, 'auto'):
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = 0.0
         # On a busy machine OpenMP threads that outnumber free cores spin and stall each
         # other (measured here: 2 threads 10x slower than 1 at load 8 on 2 cores).
-        free = max(1, int(round(cores - load)))
-        return max(1, min(cores, free) // max(1, local_world))
+        return max(1, free_cores() // max(1, local_world))
     n = int(spec)
     if n < 1:
         raise SegRosError(f'optim.threads must be >= 1 or "auto", got {spec!r}')

@@ -302,7 +302,10 @@ def init_architecture(cfg: TrainConfig) -> tuple[str, dict[str, Any], str | None
     name, arch = cfg.model.name, dict(cfg.model.arch)
     if not cfg.model.init:
         return name, arch, None
-    meta = load_checkpoint(cfg.model.init)['meta']
+    try:
+        meta = load_checkpoint(cfg.model.init)['meta']
+    except SegRosError as exc:
+        raise SegRosError(f'model.init: {exc}') from None
     if meta.model == name and not arch and meta.arch:
         return name, dict(meta.arch), (f'model.init {cfg.model.init}: training its architecture '
                                        f'({name} with arch {json.dumps(meta.arch)})')

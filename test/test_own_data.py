@@ -91,6 +91,9 @@ def test_bare_paths_are_detected_and_user_text_is_kept(tmp_path, mine):
     with pytest.raises(SegRosError, match='not a dataset layout') as e:
         parse_data_spec(str(tmp_path / 'Empty'))
     assert str(tmp_path / 'Empty') in str(e.value)
+    (mine / 'classes.yaml').rename(mine / 'classes.bak')
+    with pytest.raises(SegRosError, match='has images/ but no classes.yaml'):
+        parse_data_spec(str(mine))
     with pytest.raises(SegRosError, match=r'a Cityscapes dataset needs a root: Cityscapes:ROOT'):
         parse_data_spec('Cityscapes:')
     with pytest.raises(SegRosError, match='Foo is not a dataset kind'):

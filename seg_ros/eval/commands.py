@@ -1,4 +1,4 @@
-"""``seg-ros eval --weights CKPT_OR_ONNX --data KIND:ROOT[:SPLIT] [...]``."""
+"""``seg-ros eval --weights CKPT_OR_ONNX --data DIR|KIND:ROOT[:SPLIT] [...]``."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--weights', required=True,
                         help='seg_ros checkpoint (.pt), ONNX file, TensorRT engine, or a '
                              'registered model name')
-    parser.add_argument('--data', required=True, metavar='KIND:ROOT[:SPLIT]',
-                        help='cityscapes:/data/cityscapes:val, camvid:/data/CamVid:test, '
+    parser.add_argument('--data', required=True, metavar='DIR|KIND:ROOT[:SPLIT]',
+                        help='a dataset folder (layout detected: folder with classes.yaml, '
+                             'Cityscapes, CamVid; DIR:SPLIT picks a split), or '
+                             'cityscapes:/data/cityscapes:val, camvid:/data/CamVid:test, '
                              'folder:DIR, synthetic:val (split defaults to val)')
     parser.add_argument('--option', action='append', default=[], metavar='KEY=VALUE',
                         help='dataset option (synthetic: size=[256,512], length=100, '

@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from seg_ros.data.datasets import parse_data_spec
 from seg_ros.errors import SegRosError
 from seg_ros.eval.metrics import ConfusionMatrix
 from seg_ros.metadata import ModelMeta
@@ -56,28 +57,6 @@ class EvalResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready: ``miou``, ``pixel_accuracy``, ``per_class_iou``, ``images`` and info."""
         return {**self.cm.summary(self.class_names), 'images': self.images, **self.info}
-
-
-def parse_data_spec(spec: str) -> tuple[str, str | None, str]:
-    """``KIND:ROOT[:SPLIT]`` -> (kind, root, split); ``synthetic[:SPLIT]``, ``toy[:SPLIT]``.
-
-    The split defaults to ``val``.
-    """
-    kind, _, rest = spec.partition(':')
-    kind = kind.strip().lower()
-    if not kind:
-        raise SegRosError(f'--data {spec!r}: expected KIND:ROOT[:SPLIT], e.g. '
-                          f'cityscapes:/data/cityscapes:val or synthetic:val')
-    if kind in ('synthetic', 'toy'):
-        parts = [p for p in rest.split(':') if p]
-        return kind, None, parts[-1] if parts else 'val'
-    if not rest:
-        raise SegRosError(f'--data {spec!r}: a {kind} dataset needs a root: {kind}:ROOT[:SPLIT]')
-    root, split = rest, 'val'
-    head, sep, tail = rest.rpartition(':')
-    if sep and head and '/' not in tail and tail:
-        root, split = head, tail
-    return kind, root, split
 
 
 def _softmax_tta(model: Any, normalize: Any, image: np.ndarray, scales: Sequence[float],

@@ -236,7 +236,9 @@ def _print_bench(r: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- predict
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('model', help='.onnx / .engine / checkpoint / registered model name')
-    p.add_argument('images', nargs='+', help='image files (PNG, JPEG, ...)')
+    p.add_argument('images', nargs='+',
+                   help='image files (PNG, JPEG, ...), folders (their images) or quoted globs '
+                        '("frames/*.png", "data/**/*.jpg")')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--backend', choices=BACKENDS, default='auto')
     p.add_argument('--device', default='auto')
@@ -261,6 +263,43 @@ def _alpha(text: str) -> float:
     if not 0.0 <= value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f'must be 0..1, got {text!r}')
     return value
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """``predict``'s inputs as image files: (files, inputs that were not found).
+
+    A folder stands for the images directly in it (sorted); a name with ``*``, ``?`` or ``[``
+    that is not itself a file is a glob (``**`` recurses), matched to its files sorted; other
+    names are files. Unreadable files stay in the list (the reader reports them).
+
+    Raises:
+        SegRosError: a folder without images or a glob that matches no file.
+    """
+    import glob
+
+    from seg_ros.runtime.calibration import IMAGE_SUFFIXES
+
+    files: list[str] = []
+    missing: list[str] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise SegRosError(f'{name}: no images in this folder '
+                                  f'({", ".join(IMAGE_SUFFIXES)})')
+            files += found
+        elif not path.exists() and any(c in name for c in '*?['):
+            found = sorted(p for p in glob.glob(name, recursive=True) if Path(p).is_file())
+            if not found:
+                raise SegRosError(f'{name}: no file matches')
+            files += found
+        elif path.exists():
+            files.append(name)
+        else:
+            missing.append(name)
+    return files, missing
 
 
 def output_names(images: list[str]) -> list[tuple[str, Path]]:
@@ -316,7 +355,13 @@ def _predict_run(args: argparse.Namespace) -> int:
     _setup_logging()
     # everything that can be refused without the model is checked before loading it
     palette = load_palette(args.palette)[1] if args.palette else None
-    targets = output_names(args.images)
+    files, missing = expand_inputs(args.images)
+    if not files:
+        raise SegRosError(f'{missing[0]} not found' if len(missing) == 1 else
+                          f'none of the {len(missing)} inputs exist: {", ".join(missing[:3])}')
+    for name in missing:
+        print(f'seg-ros predict: skipping {name}: not found', file=sys.stderr)
+    targets = output_names(files)
     seg = Segmenter.from_file(args.model, backend=args.backend, device=args.device,
                               precision=args.precision, input_size=args.size,
                               resize_mode=args.resize_mode, weights=args.weights,
@@ -325,7 +370,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         if palette is not None:
             seg.set_palette(palette)
         out = Path(args.out)
-        failed = done = 0
+        failed, done = len(missing), 0
         for name, rel in targets:
             bgr = cv2.imread(name, cv2.IMREAD_COLOR)
             if bgr is None:

@@ -16,8 +16,10 @@ silently train with the default).
 from __future__ import annotations
 
 from collections.abc import Sequence
+import copy
 import dataclasses
 from dataclasses import asdict, dataclass, field
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ from seg_ros.errors import SegRosError
 from seg_ros.fileio import read_yaml
 
 __all__ = ['CheckpointConfig', 'DataConfig', 'EvalConfig', 'ModelConfig', 'OptimConfig',
-           'TrainConfig', 'apply_overrides', 'load_config']
+           'TrainConfig', 'apply_overrides', 'classify_changes', 'config_changes',
+           'config_from_dict',
+           'describe_changes', 'flatten', 'load_config']
 
 
 @dataclass
@@ -72,6 +76,9 @@ class DataConfig:
         augment: :func:`seg_ros.data.transforms.build_transform` config or preset name;
             ``class_uniform: p`` in it turns on class-uniform sampling.
         centroid_cache: JSON cache for class-uniform sampling (default: in the run folder).
+        val_fraction: folder datasets without ``train/`` / ``val/`` subfolders: the last
+            fraction of the sorted frames is the validation split, the rest the training
+            split (0: both are the whole folder).
         preload: make every training sample once and keep it in memory
             (:class:`~seg_ros.data.preload.PreloadedDataset`): for generated data, whose
             frames cost more CPU to render than to keep.
@@ -86,6 +93,7 @@ class DataConfig:
     val_options: dict[str, Any] = field(default_factory=dict)
     augment: Any = None
     centroid_cache: str | None = None
+    val_fraction: float = 0.0
     preload: bool = False
     workers: int = 2
 
@@ -217,6 +225,12 @@ class TrainConfig:
             raise SegRosError('eval.every / checkpoint.every must be >= 0, log_every >= 1')
         if self.data.workers < 0:
             raise SegRosError('data.workers must be >= 0')
+        if not 0.0 <= self.data.val_fraction < 1.0:
+            raise SegRosError(f'data.val_fraction must be in [0, 1), got '
+                              f'{self.data.val_fraction}')
+        if self.data.val_fraction and self.data.kind != 'folder':
+            raise SegRosError(f'data.val_fraction holds out frames of a folder dataset; set it '
+                              f'to 0 for {self.data.kind} data')
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -318,3 +332,75 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (what was actually run)."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+    """``{'optim': {'lr': 0.1}, 'data': {'augment': {'hflip': 0.5}}}`` ->
+    ``{'optim.lr': 0.1, 'data.augment.hflip': 0.5}`` (an empty mapping stays a leaf)."""
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            flat.update(flatten(v, f'{prefix}{k}.'))
+        else:
+            flat[f'{prefix}{k}'] = v
+    return flat
+
+
+def _under(key: str, names: frozenset[str]) -> bool:
+    """``key`` is one of ``names`` or a setting inside one (``model.arch.widths``)."""
+    return any(key == n or key.startswith(f'{n}.') for n in names)
+
+
+#: Settings a resumed run may change without changing what it computes (where files go, how
+#: often it reports / validates / saves, how it is shown; ``optim.threads``: an ``auto`` run
+#: keeps the checkpoint's thread count anyway).
+RESUME_HARMLESS = frozenset({
+    'out', 'name', 'progress', 'tensorboard', 'log_every', 'device', 'data.workers',
+    'optim.threads', 'eval.every', 'eval.max_images', 'eval.batch_size', 'checkpoint.every',
+    'checkpoint.keep_best'})
+#: Settings that set the run's length: changing them extends (or shortens) the schedule.
+RESUME_SCHEDULE = frozenset({'optim.iterations', 'optim.epochs'})
+#: Settings the checkpoint's weights are tied to: never changed by a resume.
+RESUME_FIXED = frozenset({'model.name', 'model.arch', 'model.num_classes', 'model.aux'})
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of every setting that differs, sorted by key."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def classify_changes(changes: Sequence[tuple[str, Any, Any]]) -> dict[str, list[Any]]:
+    """Split resume changes into ``fixed`` (architecture), ``schedule`` (length), ``harmless``
+    (files, reporting) and ``other`` (what the run computes)."""
+    groups: dict[str, list[Any]] = {'fixed': [], 'schedule': [], 'harmless': [], 'other': []}
+    for c in changes:
+        kind = ('fixed' if _under(c[0], RESUME_FIXED) else
+                'schedule' if _under(c[0], RESUME_SCHEDULE) else
+                'harmless' if _under(c[0], RESUME_HARMLESS) else 'other')
+        groups[kind].append(c)
+    return groups
+
+
+def describe_changes(changes: Sequence[tuple[str, Any, Any]]) -> str:
+    """``optim.lr 0.02 -> 0.01, loss ce -> bootstrap`` (one line)."""
+    def show(v: Any) -> str:
+        return json.dumps(v, separators=(',', ':')) if not isinstance(v, str) else v
+    return ', '.join(f'{k} {show(a)} -> {show(b)}' for k, a, b in changes)
+
+
+def config_from_dict(tree: dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from a resolved config mapping (a run's ``config.yaml`` or the copy
+    in its checkpoint) with ``--set`` overrides applied.
+
+    Raises:
+        SegRosError: unknown key or invalid value.
+    """
+    tree = copy.deepcopy(tree)
+    apply_overrides(tree, overrides)
+    try:
+        cfg = _build(TrainConfig, tree, '')
+    except TypeError as exc:
+        raise SegRosError(f'bad training config: {exc}') from exc
+    cfg.validate()
+    return cfg

@@ -32,6 +32,7 @@ import math
 import os
 from pathlib import Path
 import random
+import sys
 import time
 from typing import Any
 
@@ -54,8 +55,8 @@ from seg_ros.train.optim import ModelEMA, WarmupScheduler, build_optimizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ['ResumableSampler', 'collate', 'get_rng_state', 'seed_everything', 'set_rng_state',
-           'train']
+__all__ = ['ResumableSampler', 'check_config', 'collate', 'get_rng_state', 'init_architecture',
+           'seed_everything', 'set_rng_state', 'train']
 
 
 # ============================================================================ helpers
@@ -201,17 +202,72 @@ def _build_datasets(cfg: TrainConfig, progress: bool = True) -> tuple[Any, Any]:
     from seg_ros.data.drives import build_drives_dataset
 
     dc = cfg.data
+    held_out = {'val_fraction': dc.val_fraction} if dc.val_fraction else {}
     train_ds = build_training_dataset(
         dc.kind, dc.root, dc.train_split, augment=dc.augment, seed=cfg.optim.seed,
         cache_path=dc.centroid_cache or Path(cfg.out) / 'centroids.json', preload=dc.preload,
-        progress=progress, **dc.options)
+        progress=progress, **held_out, **dc.options)
     val_ds = None
     if dc.val_split:
-        val_ds = build_drives_dataset(dc.kind, dc.root, dc.val_split, **dc.val_options)
+        val_ds = build_drives_dataset(dc.kind, dc.root, dc.val_split,
+                                      **held_out, **dc.val_options)
     return train_ds, val_ds
 
 
-def _meta(cfg: TrainConfig, train_ds: Any, val_ds: Any, num_classes: int) -> ModelMeta:
+def check_config(cfg: TrainConfig, arch: dict[str, Any] | None = None,
+                 name: str | None = None) -> None:
+    """Refuse names and values the run would only trip over after building its data (a preload
+    takes seconds to minutes): model name and ``arch`` keywords, auxiliary heads, optimizer,
+    LR policy, loss, augmentation, dataset kind and root.
+
+    Args:
+        cfg: the run configuration.
+        arch: the architecture keywords the run builds (default ``cfg.model.arch``).
+        name: the model name the run builds (default ``cfg.model.name``).
+
+    Raises:
+        SegRosError: naming the setting and the valid values.
+    """
+    from seg_ros.data.datasets import KINDS
+    from seg_ros.data.transforms import build_transform
+    from seg_ros.models import create_model, list_models
+    from seg_ros.train.optim import OPTIMIZERS, POLICIES
+
+    name = name or cfg.model.name
+    if name not in list_models():
+        raise SegRosError(f'model.name {name!r} is not a registered model; valid: '
+                          f'{", ".join(list_models())}')
+    try:
+        with torch.device('meta'):  # checks the arch keywords without allocating weights
+            create_model(name, num_classes=cfg.model.num_classes or 2,
+                         **(cfg.model.arch if arch is None else arch))
+    except SegRosError as exc:
+        raise SegRosError(f'model.arch: {exc}') from None
+    except (TypeError, ValueError) as exc:
+        raise SegRosError(f'model.arch {cfg.model.arch} does not fit {name}: '
+                          f'{exc}') from None
+    if cfg.model.aux not in (None, 'rtseg'):
+        raise SegRosError(f'unknown model.aux {cfg.model.aux!r}; valid: rtseg')
+    if cfg.optim.optimizer not in OPTIMIZERS:
+        raise SegRosError(f'unknown optim.optimizer {cfg.optim.optimizer!r}; valid: '
+                          f'{", ".join(OPTIMIZERS)}')
+    if cfg.optim.policy not in POLICIES:
+        raise SegRosError(f'unknown optim.policy {cfg.optim.policy!r}; valid: '
+                          f'{", ".join(POLICIES)}')
+    build_loss(cfg.loss, IGNORE_INDEX)
+    aug = cfg.data.augment
+    if isinstance(aug, dict) and aug.get('crop') == 'frame':
+        aug = {**aug, 'crop': [8, 8]}  # the real size comes from the first frame
+    build_transform(aug)
+    if cfg.data.kind not in KINDS:
+        raise SegRosError(f'unknown data.kind {cfg.data.kind!r}; valid: {", ".join(KINDS)}')
+    if cfg.data.kind not in ('synthetic', 'toy') and not cfg.data.root:
+        raise SegRosError(f'data.root is not set: give the {cfg.data.kind} dataset folder with '
+                          f'--data DIR (or --set data.root=DIR)')
+
+
+def _meta(cfg: TrainConfig, train_ds: Any, val_ds: Any, num_classes: int, name: str,
+          arch: dict[str, Any]) -> ModelMeta:
     size: list[int] | None = list(cfg.model.input_size) if cfg.model.input_size else None
     if size is None and val_ds is not None and len(val_ds):
         size = list(val_ds[0][0].shape[:2])
@@ -224,20 +280,59 @@ def _meta(cfg: TrainConfig, train_ds: Any, val_ds: Any, num_classes: int) -> Mod
     if len(palette) < num_classes:
         rng = np.random.default_rng(0)
         palette = [list(map(int, rng.integers(0, 256, 3))) for _ in range(num_classes)]
-    return ModelMeta(model=cfg.model.name, num_classes=num_classes, class_names=names,
+    return ModelMeta(model=name, num_classes=num_classes, class_names=names,
                      palette=palette, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
-                     input_size=size, arch=dict(cfg.model.arch))
+                     input_size=size, arch=dict(arch))
 
 
-def _init_from(model: nn.Module, path: str) -> None:
-    """Load matching tensors of a checkpoint (other class counts: classifier stays random)."""
-    src = load_checkpoint(path)['state_dict']
+def init_architecture(cfg: TrainConfig) -> tuple[str, dict[str, Any], str | None]:
+    """The model ``cfg`` builds: (name, arch keywords, note to print or None).
+
+    ``model.init`` naming a seg_ros checkpoint of the same model while ``model.arch`` is empty
+    adopts the checkpoint's architecture (``ModelMeta.arch``: a searched RegSeg's dilations and
+    widths, an RTSeg subnet's config), so its weights fit instead of a stock model getting a
+    few of them. An explicit ``model.arch`` or another model name is kept as written.
+    """
+    name, arch = cfg.model.name, dict(cfg.model.arch)
+    if not cfg.model.init:
+        return name, arch, None
+    try:
+        meta = load_checkpoint(cfg.model.init)['meta']
+    except SegRosError as exc:
+        raise SegRosError(f'model.init: {exc}') from None
+    if meta.model == name and not arch and meta.arch:
+        return name, dict(meta.arch), (f'model.init {cfg.model.init}: training its architecture '
+                                       f'({name} with arch {json.dumps(meta.arch)})')
+    return name, arch, None
+
+
+def _init_from(model: nn.Module, path: str, name: str) -> str:
+    """Load matching tensors of a checkpoint; returns the line to print about it.
+
+    Tensors whose shape differs only by the class count (the classifier, for a dataset with
+    other classes) are expected to stay random; any other tensor left out makes the line a
+    warning with the counts.
+    """
+    ckpt = load_checkpoint(path)
+    src, meta = ckpt['state_dict'], ckpt['meta']
     own = model.state_dict()
     fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
     if not fit:
-        raise SegRosError(f'model.init {path}: no tensor fits {type(model).__name__}')
+        raise SegRosError(f'model.init {path}: no tensor fits {name} (the checkpoint holds '
+                          f'{meta.model} with arch {json.dumps(meta.arch)})')
     model.load_state_dict(fit, strict=False)
-    log.info('initialised %d/%d tensors from %s', len(fit), len(own), path)
+    classes = {k for k, v in own.items() if k in src and k not in fit
+               and src[k].shape[1:] == v.shape[1:] and src[k].shape[:1] == (meta.num_classes,)}
+    left = len(own) - len(fit) - len(classes)
+    line = f'model.init {path}: loaded {len(fit)} of {len(own)} tensors'
+    if classes:
+        line += (f' ({len(classes)} class-count tensor{"s" if len(classes) > 1 else ""} '
+                 f'stay{"" if len(classes) > 1 else "s"} random)')
+    if left:
+        return (f'warning: {line}; {left} tensors of {name} have no match in the checkpoint '
+                f'({meta.model} with arch {json.dumps(meta.arch)}): set model.name / model.arch '
+                f"to the checkpoint's to train its architecture")
+    return line
 
 
 @torch.no_grad()
@@ -320,15 +415,79 @@ class _Logger:
 
 
 # ============================================================================ the loop
-def train(cfg: TrainConfig, resume: bool = False,
-          stop_after: int | None = None) -> dict[str, Any]:
+def _resume_state(cfg: TrainConfig, out: Path, accept_changes: bool,
+                  main: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load ``<out>/last.pt`` for ``--resume`` and check ``cfg`` against the settings it was
+    trained with; returns (checkpoint, its training state).
+
+    Length changes (``optim.iterations`` / ``epochs``) extend the run; reporting / file
+    settings (:data:`~seg_ros.train.config.RESUME_HARMLESS`) may change; the architecture never;
+    anything else only with ``accept_changes``. A run whose settings changed gets them in
+    ``config.resume-N.yaml``: ``config.yaml`` keeps the settings the run started with.
+
+    Raises:
+        SegRosError: no checkpoint, a weights-only file, or refused changes (one line listing
+            them).
+    """
+    from seg_ros.train.config import (
+        classify_changes,
+        config_changes,
+        config_from_dict,
+        describe_changes,
+    )
+
+    last = out / 'last.pt'
+    if not last.is_file():
+        raise SegRosError(f'--resume: no checkpoint {last}')
+    ckpt = load_checkpoint(last)
+    tr = ckpt['extra'].get('train')
+    if not tr:
+        raise SegRosError(f'{last} has no training state (weights-only file)')
+    stored = tr.get('config')
+    if not isinstance(stored, dict):
+        return ckpt, tr  # a checkpoint of an older seg_ros: nothing to compare with
+    try:  # fill settings added since the run started with their defaults
+        stored = config_from_dict(stored).to_dict()
+    except SegRosError:
+        pass
+    changes = [c for c in config_changes(stored, cfg.to_dict()) if c[0] != 'out']
+    groups = classify_changes(changes)
+    if groups['fixed']:
+        raise SegRosError(f'--resume cannot change the architecture '
+                          f'({describe_changes(groups["fixed"])}): the weights in {last} are '
+                          f'the old one; start a new run (another --out) instead')
+    other = groups['other']
+    if other and not accept_changes:
+        raise SegRosError(f'--resume: settings differ from the run in {out}: '
+                          f"{describe_changes(other)}; drop them (the run's settings are "
+                          f'used when not given), or add --accept-changes to continue with them')
+    if changes and main:
+        n = 1
+        while (out / f'config.resume-{n}.yaml').exists():
+            n += 1
+        dump_config(cfg, out / f'config.resume-{n}.yaml')
+        print(f'--resume: changed settings {describe_changes(changes)}; written to '
+              f'{out / f"config.resume-{n}.yaml"} (config.yaml keeps the settings the run '
+              f'started with)', flush=True)
+    return ckpt, tr
+
+
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
+          accept_changes: bool = False, source: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train according to ``cfg``; returns a summary dict (rank 0 has the real numbers).
 
     Args:
         cfg: the run configuration.
-        resume: continue from ``<out>/last.pt`` (error if it does not exist).
+        resume: continue from ``<out>/last.pt`` (error if it does not exist). A larger
+            ``optim.iterations`` (or ``epochs``) than the checkpoint's extends the run, with the
+            LR schedule recomputed for the new total; other changed settings are refused
+            unless ``accept_changes`` (see :func:`_resume_state`).
         stop_after: stop (as if interrupted) once this many optimizer steps are done in total,
             after writing the periodic checkpoint of that step if one is due. For tests.
+        accept_changes: with ``resume``, continue with changed settings (not the
+            architecture).
+        source: how the config was made (``{'config': path, 'overrides': [...]}``), kept in
+            ``last.pt`` so that ``--resume`` can tell the run's ``--set``s from later edits.
     """
     t_start = time.time()
     # ---- 1. processes, threads, device
@@ -349,11 +508,22 @@ def train(cfg: TrainConfig, resume: bool = False,
         if stale:
             print(f'removed {len(stale)} temp file(s) of an interrupted run from {out}: '
                   f'{", ".join(p.name for p in stale[:4])}', flush=True)
+    ckpt: dict[str, Any] | None = None
+    tr: dict[str, Any] = {}
+    if resume:
+        ckpt, tr = _resume_state(cfg, out, accept_changes, d.main)
+        # the architecture the weights have (an adopted model.init arch included)
+        name, arch, init_note = ckpt['meta'].model, dict(ckpt['meta'].arch), None
+    else:
+        name, arch, init_note = init_architecture(cfg)
+    if d.main and not resume:
         dump_config(cfg, out / 'config.yaml')
-    if resume and not (out / 'last.pt').is_file():
-        raise SegRosError(f'--resume: no checkpoint {out / "last.pt"}')
-    if not resume and d.main and (out / 'metrics.jsonl').exists():
-        (out / 'metrics.jsonl').unlink()  # a fresh run starts a fresh log
+        # a fresh run starts a fresh log and history
+        for old in [out / 'metrics.jsonl', *out.glob('config.resume-*.yaml')]:
+            old.unlink(missing_ok=True)
+    check_config(cfg, arch, name)  # typos fail here, before the data is built / preloaded
+    if init_note and d.main:
+        print(init_note, flush=True)
 
     # ---- 2. seed before anything random is created (RegSeg: seed 0 before init)
     seed = cfg.optim.seed
@@ -362,13 +532,16 @@ def train(cfg: TrainConfig, resume: bool = False,
     # ---- 3. data, model, optimisation
     train_ds, val_ds = _build_datasets(cfg, progress=d.rank == 0)
     num_classes = cfg.model.num_classes or train_ds.num_classes
-    meta = _meta(cfg, train_ds, val_ds, num_classes)
+    meta = _meta(cfg, train_ds, val_ds, num_classes, name, arch)
 
     from seg_ros.models import create_model
     seed_everything(seed)  # datasets may have drawn numbers; init must not depend on them
-    core = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.arch)
-    if cfg.model.init:
-        _init_from(core, cfg.model.init)
+    core = create_model(name, num_classes=num_classes, **arch)
+    if cfg.model.init and not resume:  # a resumed run's weights come from last.pt
+        line = _init_from(core, cfg.model.init, name)
+        if d.main:
+            print(line, file=sys.stderr if line.startswith('warning') else sys.stdout,
+                  flush=True)
     model: nn.Module = core
     if cfg.model.aux == 'rtseg':
         from seg_ros.models.rtseg_train import RTSegTrain
@@ -412,10 +585,6 @@ def train(cfg: TrainConfig, resume: bool = False,
 
     # ---- 4. resume: restore every piece of state, RNGs last
     if resume:
-        ckpt = load_checkpoint(out / 'last.pt')
-        tr = ckpt['extra'].get('train')
-        if not tr:
-            raise SegRosError(f'{out / "last.pt"} has no training state (weights-only file)')
         model.load_state_dict(tr['model'])
         optimizer.load_state_dict(tr['optimizer'])
         scheduler.load_state_dict(tr['scheduler'])
@@ -425,8 +594,19 @@ def train(cfg: TrainConfig, resume: bool = False,
         step, micro = int(tr['step']), int(tr['micro'])
         best_miou, elapsed_before = float(tr['best_miou']), float(tr['elapsed'])
         if tr['total'] != total:
-            raise SegRosError(f'--resume: the checkpoint was for {tr["total"]} iterations, '
-                              f'the config now says {total}')
+            if total <= step:
+                raise SegRosError(f'--resume: the run is at step {step} already; '
+                                  f'{total} iterations would end before it')
+            # poly / cosine decay are functions of it / total: continue on the curve of the
+            # new total (the LR jumps where the new curve is higher at this step)
+            scheduler.total_iters = int(tr['total'])
+            lr_before = scheduler.factor(step) * o.lr
+            scheduler.total_iters = total
+            if d.main:
+                print(f'--resume: {"extending" if total > tr["total"] else "shortening"} the '
+                      f'run from {tr["total"]} to {total} iterations; the {o.policy} LR '
+                      f'schedule is recomputed for {total} (LR at step {step}: '
+                      f'{lr_before:.3g} -> {scheduler.factor(step) * o.lr:.3g})', flush=True)
         set_rng_state(tr['rng'])
         if cfg.optim.threads in (None, 'auto') and tr.get('threads'):
             # CPU results depend on the thread count (reduction order): keep the run's count
@@ -456,7 +636,7 @@ def train(cfg: TrainConfig, resume: bool = False,
             'step': step, 'micro': micro, 'total': total, 'best_miou': best_miou,
             'elapsed': elapsed_before + time.time() - t_start, 'rng': get_rng_state(),
             'threads': threads,
-            'config': cfg.to_dict()}}
+            'config': cfg.to_dict(), 'source': source or tr.get('source')}}
         save_checkpoint(out / 'last.pt', _eval_model(model), meta, extra)
 
     ema_model = copy.deepcopy(_eval_model(model)) if ema is not None else None

@@ -20,7 +20,13 @@ from torch import nn
 
 from seg_ros.errors import SegRosError
 
-__all__ = ['ModelEMA', 'WarmupScheduler', 'build_optimizer', 'param_groups']
+__all__ = ['OPTIMIZERS', 'POLICIES', 'ModelEMA', 'WarmupScheduler', 'build_optimizer',
+           'param_groups']
+
+#: ``optim.optimizer`` values.
+OPTIMIZERS = ('sgd', 'adamw')
+#: ``optim.policy`` values.
+POLICIES = ('poly', 'cosine', 'constant')
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

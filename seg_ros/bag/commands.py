@@ -111,6 +111,9 @@ def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
                    help='inference threads (offline: this process; live: the node)')
     p.add_argument('--node-timeout', type=float, default=120.0,
                    help='live: seconds to wait for the node to load and answer')
+    p.add_argument('--warmup', type=int, default=3, metavar='N',
+                   help='offline: untimed runs of the first frame before timing (default 3, '
+                        'like live; 0 times the cold first frame)')
 
 
 def run_eval_bag(args: argparse.Namespace) -> int:
@@ -124,8 +127,13 @@ def run_eval_bag(args: argparse.Namespace) -> int:
         label_topic=args.label_topic, labels_dir=args.labels, label_match=args.label_match,
         label_tolerance_ms=args.label_tolerance_ms, live=args.live, rate=args.rate,
         write_bag=args.write_bag, samples=args.samples, plots=not args.no_plots,
-        max_frames=args.max_frames, threads=args.threads, node_timeout_s=args.node_timeout)
+        max_frames=args.max_frames, threads=args.threads, node_timeout_s=args.node_timeout,
+        warmup=args.warmup)
     report = run_eval(cfg)
+    form = report['bag'].get('form') or {}
+    print(f'read: {form.get("description", "")}')
+    for note in form.get('notes', []):
+        print(f'note: {note}')
     print(summary_line(report))
     print(f'report: {args.out / "report.md"}')
     return 0
@@ -145,8 +153,9 @@ def summary_line(report: dict) -> str:
     else:
         parts.append('no labels')
     if lat.get('n'):
+        warm = (report.get('warmup') or {}).get('runs')
         parts.append(f'latency p50 {lat["p50"]:.1f} / p90 {lat["p90"]:.1f} / p99 '
-                     f'{lat["p99"]:.1f} ms')
+                     f'{lat["p99"]:.1f} ms' + (f' (after {warm} warm-up runs)' if warm else ''))
     if report['mode'] == 'live':
         r = report.get('rate_hz') or {}
         rate = f'{r["output"]:.1f} Hz' if r.get('output') else 'n/a'

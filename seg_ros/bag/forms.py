@@ -90,7 +90,9 @@ class BagForm:
         comp = '' if self.compression == 'none' else f', {self.compression} compressed'
         writer = (f' (writer: {self.ros_distro})' if self.ros_distro
                   and self.ros_distro.lower() not in ROS2_DISTROS else '')
-        return f'{name}, {self.container}{comp}; era: {self.era}{writer}'
+        where = self.container + (f' (metadata.yaml v{self.metadata_version})'
+                                  if self.metadata_version is not None else '')
+        return f'{name}, {where}{comp}; era: {self.era}{writer}'
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary for report.json."""

@@ -183,3 +183,17 @@ def test_output_bag_of_a_ros1_input_is_rosbag2(ref_bags, tmp_path):
         assert [g.stamp for g in got] == [w.stamp for w in want]
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g.rgb, w.rgb)
+
+
+def test_int8_calibration_frames_from_a_ros1_bag(ref_bags, tmp_path):
+    from seg_ros.runtime.calibration import CalibrationData
+
+    T = '/camera/image_raw'
+    ref_bag = ref_bags[1]['raw'][0]
+    bag = forms_util.write_ros1(ref_bag, tmp_path / 'cam.bag')
+    got = list(CalibrationData(bag, (32, 64), num_frames=3, batch_size=1, topic=T).frames())
+    want = list(CalibrationData(ref_bag, (32, 64), num_frames=3, batch_size=1,
+                                topic=T).frames())
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

@@ -75,7 +75,8 @@ def run_make_bag(args: argparse.Namespace) -> int:
 
 def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``seg-ros eval-bag``."""
-    p.add_argument('bag', type=Path, help='rosbag2 folder, or a .db3 / .mcap file')
+    p.add_argument('bag', type=Path,
+                   help='ROS 1 .bag, rosbag2 folder, or a .db3 / .mcap file (any era)')
     p.add_argument('--model', required=True,
                    help='.onnx / .engine / checkpoint .pt, or a registered model name')
     p.add_argument('--weights', help='checkpoint for a registered model name')
@@ -165,7 +166,56 @@ def summary_line(report: dict) -> str:
     return ', '.join(parts[:1]) + ' ' + ', '.join(parts[1:])
 
 
+def add_extract_frames_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``seg-ros extract-frames``."""
+    p.add_argument('bag', type=Path,
+                   help='ROS 1 .bag, rosbag2 folder, or a .db3 / .mcap file (any era)')
+    p.add_argument('--topic', required=True, help='Image or CompressedImage topic')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--every', type=int, metavar='N', help='every N-th frame (default: all)')
+    g.add_argument('--stamps', type=Path, metavar='FILE',
+                   help='only these frames: one stamp a line (nanoseconds, <sec>.<nsec>, or a '
+                        'stamp-named file name)')
+    p.add_argument('--tolerance-ms', type=float, default=1.0,
+                   help='largest |listed stamp - frame stamp| for --stamps (default: 1 ms)')
+    p.add_argument('--out', required=True, type=Path,
+                   help='folder for <sec>.<nsec>.png (+ camera_info.yaml)')
+    p.add_argument('--format', choices=('png', 'jpg'), default='png',
+                   help='image file format (default: png, lossless)')
+    p.add_argument('--camera-info-topic',
+                   help='CameraInfo topic (default: <camera>/camera_info next to --topic, or '
+                        "the bag's only one)")
+    p.add_argument('--overwrite', action='store_true', help='replace existing files')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def run_extract_frames(args: argparse.Namespace) -> int:
+    """Extract and print what was written."""
+    from seg_ros.bag.extract import extract_frames
+
+    res = extract_frames(args.bag, args.topic, args.out, every=args.every,
+                         stamps_file=args.stamps, tolerance_ms=args.tolerance_ms,
+                         fmt=args.format, camera_info_topic=args.camera_info_topic,
+                         overwrite=args.overwrite, progress=not args.no_progress)
+    print(f'read: {res.form}')
+    for note in res.notes:
+        print(f'note: {note}')
+    n = len(res.files)
+    print(f'wrote {n} frame{"" if n == 1 else "s"} of {res.topic} to {res.out} as '
+          f'<sec>.<nsec>.{args.format} (the names eval-bag --labels matches by stamp)')
+    if res.camera_info is not None:
+        change = (' (the calibration changes during the bag: this is the one nearest the first '
+                  'frame)' if res.camera_info_changes else '')
+        print(f'camera_info: {res.camera_info} from {res.camera_info_topic}{change}')
+    else:
+        print('camera_info: none (no CameraInfo topic found; pass --camera-info-topic)')
+    if res.undecodable:
+        print(f'skipped {len(res.undecodable)} undecodable frames ({res.undecodable[0]})')
+    return 0
+
+
 COMMANDS = {
     'make-bag': (add_make_bag_arguments, run_make_bag),
     'eval-bag': (add_eval_bag_arguments, run_eval_bag),
+    'extract-frames': (add_extract_frames_arguments, run_extract_frames),
 }

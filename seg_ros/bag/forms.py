@@ -77,8 +77,7 @@ class BagForm:
         if self.old_type_names:
             return 'Dashing/Eloquent (pre-Foxy type names)'
         if self.metadata_version in _METADATA_ERA:
-            v = self.metadata_version
-            return f'{_METADATA_ERA[v]} (metadata.yaml v{v})'
+            return _METADATA_ERA[self.metadata_version]  # describe() names the version
         if self.sqlite_schema in _SQLITE_ERA:
             return f'{_SQLITE_ERA[self.sqlite_schema]} (sqlite3 schema {self.sqlite_schema})'
         return 'unknown (no metadata.yaml)'

@@ -197,3 +197,20 @@ def test_int8_calibration_frames_from_a_ros1_bag(ref_bags, tmp_path):
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize('form', ['ros1', 'pre_foxy'])
+def test_make_bag_from_bag_gives_a_modern_rosbag2_that_scores_the_same(ref_bags, tmp_path,
+                                                                       capsys, form):
+    ref_bag, ref_report = ref_bags[1]['raw']
+    src = (forms_util.write_ros1(ref_bag, tmp_path / 'cam.bag') if form == 'ros1' else
+           forms_util.write_pre_foxy_sqlite3(ref_bag, tmp_path / 'old.db3', strip_slash=True))
+    out = tmp_path / 'modern'
+    assert main(['make-bag', '--from-bag', str(src), '--out', str(out), '--storage', 'mcap']) == 0
+    printed = capsys.readouterr().out
+    assert f'{N} frames on /camera/image_raw, {N} labels on /labels' in printed
+    with BagReader(out) as r:
+        assert r.form.format == 'mcap' and r.form.container == 'folder'
+        assert not r.form.old_type_names
+        assert set(r.topics()) == {'/camera/image_raw', '/labels', '/camera/camera_info'}
+    assert_same_scores(evaluate(out, tmp_path / 'report'), ref_report)

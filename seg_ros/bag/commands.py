@@ -21,6 +21,9 @@ def add_make_bag_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--compressed', nargs='?', const='jpeg', choices=('jpeg', 'png'),
                    help='write sensor_msgs/CompressedImage (jpeg if no format is given)')
     p.add_argument('--jpeg-quality', type=int, default=90)
+    p.add_argument('--from-bag', type=Path, metavar='BAG',
+                   help='copy the image, label and camera_info topics of another bag (ROS 1, '
+                        'any rosbag2 era, compressed) into a modern rosbag2')
     p.add_argument('--synthetic', type=int, metavar='N',
                    help='N frames of the synthetic drive generator (with labels)')
     p.add_argument('--size', default='256x512', metavar='HxW',
@@ -45,6 +48,22 @@ def run_make_bag(args: argparse.Namespace) -> int:
     from seg_ros.bag import make_bag as mb
 
     camera_info = None
+    if args.from_bag is not None:
+        if args.src is not None or args.dataset or args.synthetic is not None:
+            raise SegRosError('--from-bag takes no SRC, --dataset or --synthetic')
+        if not args.from_bag.exists():
+            raise SegRosError(f'{args.from_bag}: no such bag')
+        res = mb.from_bag(args.from_bag, args.out, storage=args.storage,
+                          image_topic=args.image_topic, label_topic=args.label_topic,
+                          max_frames=args.max_frames)
+        print(f'read: {res.source_form}')
+        for note in res.notes:
+            print(f'note: {note}')
+        labels = f', {res.labelled} labels on {res.label_topic}' if res.labelled else ''
+        info = f', camera_info on {res.camera_info_topic}' if res.camera_info_topic else ''
+        print(f'wrote {res.path} ({res.storage}): {res.frames} frames on {res.image_topic}'
+              f'{labels}{info}')
+        return 0
     if args.synthetic is not None:
         if args.src is not None or args.dataset:
             raise SegRosError('--synthetic takes no SRC or --dataset')

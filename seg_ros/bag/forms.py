@@ -274,7 +274,7 @@ def decompress_payload(raw: bytes, name: str) -> bytes:
     try:
         if name == 'zstd':
             try:
-                from compression import zstd  # Python >= 3.14
+                from compression import zstd  # novermin (Python >= 3.14; ImportError below)
             except ImportError:
                 from backports import zstd  # what rosbags itself uses before 3.14
             return bytes(zstd.decompress(raw))

@@ -164,6 +164,11 @@ def test_file_compressed_and_unknown_payloads_are_one_line_errors(ref_bags, tmp_
     with BagReader(db_bag) as r:
         with pytest.raises(BagReadError, match=r'message 0 .*gzip-compressed; decompress'):
             list(r.frames('/camera/image_raw'))
+    # a ROS 1 bag cut short (recorder killed before writing its index)
+    ros1 = forms_util.write_ros1(ref_bag, tmp_path / 'cam.bag')
+    ros1.write_bytes(ros1.read_bytes()[:ros1.stat().st_size // 2])
+    with pytest.raises(BagReadError, match=r'cannot open ROS 1 bag .*rosbag reindex'):
+        BagReader(ros1)
 
 
 def test_output_bag_of_a_ros1_input_is_rosbag2(ref_bags, tmp_path):

@@ -423,7 +423,8 @@ class BagReader:
                 for topic, msgtype, t, raw in salvage_messages(f):
                     if topic in topics:
                         count += 1
-                        yield topic, t, raw, normalize_msgtype(msgtype)
+                        msgtype = normalize_msgtype(msgtype)
+                        yield topic, t, self._to_cdr(raw, msgtype, count - 1), msgtype
         except SalvageBreak as exc:
             raise BagReadError(f'{self.path}: bag is truncated or damaged ({self.damage}; '
                                f'{exc}); {count} messages before the break were read',

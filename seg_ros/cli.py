@@ -95,6 +95,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  'seg_ros.bag.commands'),
     'eval-bag': ('score a model on a rosbag, offline or live through the node',
                  'seg_ros.bag.commands'),
+    'extract-frames': ('write frames of a bag topic as stamp-named images (+ camera_info)',
+                       'seg_ros.bag.commands'),
     'search': ('architecture search: RegSeg dilation DNAS or RTSeg latency-aware search',
                'seg_ros.search.commands'),
     'latency-profile': ('measure block latencies on a backend for the RTSeg latency model',

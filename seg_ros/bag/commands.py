@@ -21,6 +21,9 @@ def add_make_bag_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--compressed', nargs='?', const='jpeg', choices=('jpeg', 'png'),
                    help='write sensor_msgs/CompressedImage (jpeg if no format is given)')
     p.add_argument('--jpeg-quality', type=int, default=90)
+    p.add_argument('--from-bag', type=Path, metavar='BAG',
+                   help='copy the image, label and camera_info topics of another bag (ROS 1, '
+                        'any rosbag2 era, compressed) into a modern rosbag2')
     p.add_argument('--synthetic', type=int, metavar='N',
                    help='N frames of the synthetic drive generator (with labels)')
     p.add_argument('--size', default='256x512', metavar='HxW',
@@ -45,6 +48,22 @@ def run_make_bag(args: argparse.Namespace) -> int:
     from seg_ros.bag import make_bag as mb
 
     camera_info = None
+    if args.from_bag is not None:
+        if args.src is not None or args.dataset or args.synthetic is not None:
+            raise SegRosError('--from-bag takes no SRC, --dataset or --synthetic')
+        if not args.from_bag.exists():
+            raise SegRosError(f'{args.from_bag}: no such bag')
+        res = mb.from_bag(args.from_bag, args.out, storage=args.storage,
+                          image_topic=args.image_topic, label_topic=args.label_topic,
+                          max_frames=args.max_frames)
+        print(f'read: {res.source_form}')
+        for note in res.notes:
+            print(f'note: {note}')
+        labels = f', {res.labelled} labels on {res.label_topic}' if res.labelled else ''
+        info = f', camera_info on {res.camera_info_topic}' if res.camera_info_topic else ''
+        print(f'wrote {res.path} ({res.storage}): {res.frames} frames on {res.image_topic}'
+              f'{labels}{info}')
+        return 0
     if args.synthetic is not None:
         if args.src is not None or args.dataset:
             raise SegRosError('--synthetic takes no SRC or --dataset')
@@ -75,7 +94,8 @@ def run_make_bag(args: argparse.Namespace) -> int:
 
 def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``seg-ros eval-bag``."""
-    p.add_argument('bag', type=Path, help='rosbag2 folder, or a .db3 / .mcap file')
+    p.add_argument('bag', type=Path,
+                   help='ROS 1 .bag, rosbag2 folder, or a .db3 / .mcap file (any era)')
     p.add_argument('--model', required=True,
                    help='.onnx / .engine / checkpoint .pt, or a registered model name')
     p.add_argument('--weights', help='checkpoint for a registered model name')
@@ -111,6 +131,9 @@ def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
                    help='inference threads (offline: this process; live: the node)')
     p.add_argument('--node-timeout', type=float, default=120.0,
                    help='live: seconds to wait for the node to load and answer')
+    p.add_argument('--warmup', type=int, default=3, metavar='N',
+                   help='offline: untimed runs of the first frame before timing (default 3, '
+                        'like live; 0 times the cold first frame)')
 
 
 def run_eval_bag(args: argparse.Namespace) -> int:
@@ -124,8 +147,13 @@ def run_eval_bag(args: argparse.Namespace) -> int:
         label_topic=args.label_topic, labels_dir=args.labels, label_match=args.label_match,
         label_tolerance_ms=args.label_tolerance_ms, live=args.live, rate=args.rate,
         write_bag=args.write_bag, samples=args.samples, plots=not args.no_plots,
-        max_frames=args.max_frames, threads=args.threads, node_timeout_s=args.node_timeout)
+        max_frames=args.max_frames, threads=args.threads, node_timeout_s=args.node_timeout,
+        warmup=args.warmup)
     report = run_eval(cfg)
+    form = report['bag'].get('form') or {}
+    print(f'read: {form.get("description", "")}')
+    for note in form.get('notes', []):
+        print(f'note: {note}')
     print(summary_line(report))
     print(f'report: {args.out / "report.md"}')
     return 0
@@ -145,8 +173,9 @@ def summary_line(report: dict) -> str:
     else:
         parts.append('no labels')
     if lat.get('n'):
+        warm = (report.get('warmup') or {}).get('runs')
         parts.append(f'latency p50 {lat["p50"]:.1f} / p90 {lat["p90"]:.1f} / p99 '
-                     f'{lat["p99"]:.1f} ms')
+                     f'{lat["p99"]:.1f} ms' + (f' (after {warm} warm-up runs)' if warm else ''))
     if report['mode'] == 'live':
         r = report.get('rate_hz') or {}
         rate = f'{r["output"]:.1f} Hz' if r.get('output') else 'n/a'
@@ -156,7 +185,56 @@ def summary_line(report: dict) -> str:
     return ', '.join(parts[:1]) + ' ' + ', '.join(parts[1:])
 
 
+def add_extract_frames_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``seg-ros extract-frames``."""
+    p.add_argument('bag', type=Path,
+                   help='ROS 1 .bag, rosbag2 folder, or a .db3 / .mcap file (any era)')
+    p.add_argument('--topic', required=True, help='Image or CompressedImage topic')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--every', type=int, metavar='N', help='every N-th frame (default: all)')
+    g.add_argument('--stamps', type=Path, metavar='FILE',
+                   help='only these frames: one stamp a line (nanoseconds, <sec>.<nsec>, or a '
+                        'stamp-named file name)')
+    p.add_argument('--tolerance-ms', type=float, default=1.0,
+                   help='largest |listed stamp - frame stamp| for --stamps (default: 1 ms)')
+    p.add_argument('--out', required=True, type=Path,
+                   help='folder for <sec>.<nsec>.png (+ camera_info.yaml)')
+    p.add_argument('--format', choices=('png', 'jpg'), default='png',
+                   help='image file format (default: png, lossless)')
+    p.add_argument('--camera-info-topic',
+                   help='CameraInfo topic (default: <camera>/camera_info next to --topic, or '
+                        "the bag's only one)")
+    p.add_argument('--overwrite', action='store_true', help='replace existing files')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def run_extract_frames(args: argparse.Namespace) -> int:
+    """Extract and print what was written."""
+    from seg_ros.bag.extract import extract_frames
+
+    res = extract_frames(args.bag, args.topic, args.out, every=args.every,
+                         stamps_file=args.stamps, tolerance_ms=args.tolerance_ms,
+                         fmt=args.format, camera_info_topic=args.camera_info_topic,
+                         overwrite=args.overwrite, progress=not args.no_progress)
+    print(f'read: {res.form}')
+    for note in res.notes:
+        print(f'note: {note}')
+    n = len(res.files)
+    print(f'wrote {n} frame{"" if n == 1 else "s"} of {res.topic} to {res.out} as '
+          f'<sec>.<nsec>.{args.format} (the names eval-bag --labels matches by stamp)')
+    if res.camera_info is not None:
+        change = (' (the calibration changes during the bag: this is the one nearest the first '
+                  'frame)' if res.camera_info_changes else '')
+        print(f'camera_info: {res.camera_info} from {res.camera_info_topic}{change}')
+    else:
+        print('camera_info: none (no CameraInfo topic found; pass --camera-info-topic)')
+    if res.undecodable:
+        print(f'skipped {len(res.undecodable)} undecodable frames ({res.undecodable[0]})')
+    return 0
+
+
 COMMANDS = {
     'make-bag': (add_make_bag_arguments, run_make_bag),
     'eval-bag': (add_eval_bag_arguments, run_eval_bag),
+    'extract-frames': (add_extract_frames_arguments, run_extract_frames),
 }

@@ -40,6 +40,10 @@ from seg_ros.errors import SegRosError
 OUTPUT_PREFIX = '/segmentation_node'  # the node's default name: output bags look like a recording
 OUTPUT_BAG_NAME = 'output_bag'
 MODEL_SUFFIXES = ('.onnx', '.engine', '.pt', '.pth', '.ckpt')
+# Untimed runs of the first frame before offline timing starts, as live sends the first frame
+# until three masks came back (seg_ros.bag.live.WARMUP_MASKS): the first message builds rosbags'
+# CDR decoder and the first inferences are cold, which dominate a short bag's percentiles.
+WARMUP_RUNS = 3
 
 
 @dataclass
@@ -66,6 +70,7 @@ class EvalConfig:
     max_frames: int | None = None
     threads: int | None = None
     node_timeout_s: float = 120.0
+    warmup: int = WARMUP_RUNS
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
@@ -140,6 +145,10 @@ def prepare(cfg: EvalConfig) -> Prepared:
     """
     reader = BagReader(cfg.bag)
     try:
+        # topics are used by name from here on (live passes it to the player): the stored one
+        cfg.image_topic = reader.resolve_topic(cfg.image_topic)
+        if cfg.label_topic:
+            cfg.label_topic = reader.resolve_topic(cfg.label_topic)
         info = reader.require_topic(cfg.image_topic)
         stamps, scan_error = reader.stamps(cfg.image_topic)
         if not stamps:
@@ -314,13 +323,29 @@ def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
     meta = seg.meta
     acc = Accumulator(meta.num_classes, sample_indices(prep.frames, cfg.samples,
                                                        prep.label_keys))
-    extra: dict[str, Any] = {'latency_what': 'offline: message deserialise + image decode + '
-                             'preprocess + inference + postprocess, per frame, this process'}
-    out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.storage_id, meta.palette)
-               if cfg.write_bag else None)
+    if cfg.warmup < 0:
+        raise SegRosError(f'--warmup must be >= 0, got {cfg.warmup}')
+    what = ('offline: message deserialise + image decode + preprocess + inference + '
+            'postprocess, per frame, this process')
+    if cfg.warmup:
+        what += (f'; after {cfg.warmup} untimed warm-up runs of frame 0 (decoder build, cold '
+                 'inference), as live warms up before playback')
+    else:
+        what += '; no warm-up (--warmup 0): the first frame includes decoder build and cold start'
+    extra: dict[str, Any] = {'latency_what': what}
+    out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.output_storage,
+                         meta.palette) if cfg.write_bag else None)
+    warm_ms: list[float] = []
     bar = tqdm(total=prep.frames, desc='eval-bag', unit='frame', disable=not progress)
     try:
         for index, t, raw, msgtype in image_messages(cfg, prep, out_bag):
+            if index == 0:
+                for _ in range(cfg.warmup):
+                    w0 = time.perf_counter()
+                    first = decode_frame(raw, msgtype, index, t, cfg.bag)
+                    if first.rgb is not None:
+                        seg(first.rgb)
+                    warm_ms.append((time.perf_counter() - w0) * 1e3)
             t0 = time.perf_counter()
             frame = decode_frame(raw, msgtype, index, t, cfg.bag)
             if out_bag is not None:
@@ -352,6 +377,8 @@ def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
         bar.close()
     if out_bag is not None:
         extra['output_bag'] = out_bag.close()
+    extra['warmup'] = {'runs': cfg.warmup, 'frame': 0 if cfg.warmup else None,
+                       'ms': [round(x, 3) for x in warm_ms]}
     if acc.stage_ms:
         extra['stage_ms_p50'] = {k: float(np.median(v)) for k, v in acc.stage_ms.items()}
     return acc, extra
@@ -386,7 +413,8 @@ def build_report(cfg: EvalConfig, prep: Prepared, acc: Accumulator, seg_info: di
         'config': dict(cfg.to_dict(), labels=prep.matcher.describe() if prep.matcher else None),
         'bag': {'path': str(cfg.bag), 'storage': prep.reader.storage_id, 'sha256': sha['sha256'],
                 'files_sha256': sha['files'], 'image_topic': cfg.image_topic,
-                'image_msgtype': prep.image_msgtype, 'salvaged': prep.reader.salvaged},
+                'image_msgtype': prep.image_msgtype, 'salvaged': prep.reader.salvaged,
+                'form': prep.reader.form.to_dict()},
         'model': seg_info,
         'frames': frames,
         'metrics': metrics_section(acc, class_names),

@@ -1,4 +1,4 @@
-"""rosbag2 reading and writing (sqlite3 and MCAP) on top of ``rosbags``; no ROS install needed.
+"""Bag reading (ROS 1 and rosbag2 of every era) and rosbag2 writing on ``rosbags``; no ROS needed.
 
 Everything that touches the bag container lives here, so that every way a bag can be broken
 (missing, not a bag, truncated, corrupt payload, missing topic) turns into one
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from seg_ros.bag import forms
 from seg_ros.bag.salvage import SalvageBreak, salvage_messages
 from seg_ros.encodings import (
     ImageDecodeError,
@@ -27,6 +28,7 @@ from seg_ros.encodings import (
 )
 from seg_ros.errors import SegRosError
 
+normalize_msgtype = forms.normalize_msgtype
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
@@ -159,12 +161,20 @@ class BagReader:
         if not self.path.exists():
             raise BagReadError(f'{self.path}: no such bag')
         self._reader: Any = None
+        self._ros1 = False
         self.custom_data: dict[str, str] = {}
         # Set when the bag could only be opened by salvaging its storage files.
         self.damage: str = ''
         self._salvage_files: list[Path] = []
         self._salvage_topics: dict[str, TopicInfo] = {}
         self._salvage_break: str = ''
+        try:
+            self.form = forms.detect(self.path)
+        except SegRosError as exc:
+            raise BagReadError(str(exc)) from exc
+        if self.form.format == 'rosbag1':
+            self._open_ros1(self.form.storage_file or self.path)
+            return
         target = self.path
         if target.is_dir() and not (target / 'metadata.yaml').exists():
             target = _storage_file_fallback(target)
@@ -176,15 +186,43 @@ class BagReader:
             files = _storage_files(self.path)
             if not salvage or not files:
                 raise BagReadError(f'{self.path}: cannot open bag ({_describe(exc)}); is it a '
-                                   'complete rosbag2 (sqlite3 or mcap)?') from exc
+                                   'complete rosbag2 (sqlite3 or mcap) or ROS 1 bag?') from exc
             self.damage = _describe(exc)
             self._open_salvage(files)
         if self._reader is not None:
             meta = getattr(getattr(self._reader, 'storage', None), 'metadata', None)
             if meta is not None and getattr(meta, 'custom', None):
                 self.custom_data = dict(meta.custom)
+            self.form.sqlite_schema = getattr(self._reader.storage, 'schema', None) or None
+            if any(normalize_msgtype(c.msgtype) != c.msgtype for c in self._reader.connections):
+                self.form.old_type_names = True
+                self.form.notes.append('type names without /msg/ (pre-Foxy, e.g. '
+                                       'sensor_msgs/Image) read as pkg/msg/Name')
         elif (self.path / 'metadata.yaml').is_file():
             self.custom_data = _custom_data_from_yaml(self.path / 'metadata.yaml')
+        if self.form.format == 'mcap' and self.form.compression == 'none':
+            chunk = forms.mcap_chunk_compression(_storage_files(self.path))
+            if chunk:
+                self.form.compression = f'chunk {chunk}'
+
+    def _open_ros1(self, path: Path) -> None:
+        """A ROS 1 bag through rosbags' AnyReader (its own typestore from the embedded
+        message definitions); payloads are converted to rosbag2 CDR in :meth:`raw_messages`."""
+        from rosbags.highlevel import AnyReader
+
+        if path.is_dir():
+            path = next(p for p in sorted(path.iterdir()) if p.suffix == '.bag')
+        try:
+            reader = AnyReader([path], default_typestore=forms.ros1_typestore())
+            reader.open()
+        except Exception as exc:  # unindexed (recorder killed), truncated, not a bag
+            raise BagReadError(f'{self.path}: cannot open ROS 1 bag ({_describe(exc)}); if the '
+                               'recorder was killed, run `rosbag reindex` on it first') from exc
+        self._reader = reader
+        self._ros1 = True
+        chunk = forms.ros1_chunk_compression(path)
+        if chunk:
+            self.form.compression = f'chunk {chunk}'
 
     def _open_salvage(self, files: list[Path]) -> None:
         """Index what the damaged storage files still hold (one pass, kept small)."""
@@ -215,15 +253,26 @@ class BagReader:
 
     def close(self) -> None:
         """Close the underlying storage."""
-        if getattr(self, '_reader', None) is not None and self._reader.is_open:
+        reader = getattr(self, '_reader', None)
+        # rosbag2 readers say is_open, AnyReader says isopen
+        if reader is not None and (getattr(reader, 'is_open', False)
+                                   or getattr(reader, 'isopen', False)):
             try:
-                self._reader.close()
+                reader.close()
             except Exception:  # closing a corrupt bag must not mask the real error
                 pass
 
     @property
+    def output_storage(self) -> str:
+        """Storage for bags written from this one: outputs stay rosbag2 (a ROS 1 input gives a
+        sqlite3 output, the rosbag2 default before Iron)."""
+        return 'mcap' if self.storage_id == 'mcap' else 'sqlite3'
+
+    @property
     def storage_id(self) -> str:
-        """``sqlite3`` or ``mcap``."""
+        """``sqlite3``, ``mcap`` or ``rosbag1``."""
+        if self.form.format == 'rosbag1':
+            return 'rosbag1'
         name = ''
         for p in ([self.path] if not self.path.is_dir() else list(self.path.iterdir())):
             if p.suffix == '.mcap':
@@ -240,8 +289,27 @@ class BagReader:
         out: dict[str, TopicInfo] = {}
         for c in self._reader.connections:
             info = out.get(c.topic)
-            out[c.topic] = TopicInfo(c.topic, c.msgtype, c.msgcount + (info.count if info else 0))
+            out[c.topic] = TopicInfo(c.topic, normalize_msgtype(c.msgtype),
+                                     c.msgcount + (info.count if info else 0))
         return out
+
+    def resolve_topic(self, topic: str) -> str:
+        """The topic's name as stored, forgiving a missing or extra leading slash.
+
+        ROS 1 and ROS 2 tools store topics with a leading slash, but bags written by hand or
+        by other tools may not; a forgiven mismatch is added to ``form.notes``.
+        """
+        topics = self.topics()
+        if topic in topics or not topic:
+            return topic
+        alt = topic[1:] if topic.startswith('/') else '/' + topic
+        if alt in topics:
+            how = 'without' if topic.startswith('/') else 'with'
+            note = f'topic {topic!r} is stored {how} its leading slash: read {alt!r}'
+            if note not in self.form.notes:
+                self.form.notes.append(note)
+            return alt
+        return topic
 
     def metadata_count(self, topic: str) -> int | None:
         """Message count of ``topic`` as metadata.yaml states it (None: no readable
@@ -280,7 +348,7 @@ class BagReader:
     def require_topic(self, topic: str, types: tuple[str, ...] = IMAGE_TYPES) -> TopicInfo:
         """The topic's info, or a :class:`BagReadError` that lists what the bag does hold."""
         topics = self.topics()
-        info = topics.get(topic)
+        info = topics.get(self.resolve_topic(topic))
         if info is None:
             listing = ', '.join(f'{t.name} [{t.msgtype.split("/")[-1]}]'
                                 for t in topics.values()) or 'none'
@@ -297,6 +365,7 @@ class BagReader:
             BagReadError: the container breaks off (truncated file, corrupt chunk or page);
                 ``frames_read`` counts messages yielded before.
         """
+        topics = [self.resolve_topic(t) for t in topics]
         if self._reader is None:
             yield from self._salvaged_messages(topics)
             return
@@ -313,8 +382,39 @@ class BagReader:
             except Exception as exc:
                 raise BagReadError(f'{self.path}: bag is truncated or corrupt after {count} '
                                    f'messages ({_describe(exc)})', count) from exc
+            msgtype = normalize_msgtype(conn.msgtype)
+            yield conn.topic, int(t), self._to_cdr(raw, msgtype, count), msgtype
             count += 1
-            yield conn.topic, int(t), bytes(raw), conn.msgtype
+
+    def _to_cdr(self, raw: Any, msgtype: str, index: int) -> bytes:
+        """A payload as rosbag2 CDR: ROS 1 messages converted, compressed payloads (a
+        per-message-compressed bag read without the metadata.yaml that says so) unpacked."""
+        if self._ros1:
+            try:
+                msg = self._reader.deserialize(bytes(raw), msgtype)
+                ts = typestore()
+                return bytes(ts.serialize_cdr(forms.ros1_to_ros2(msg, msgtype, ts), msgtype))
+            except SegRosError as exc:
+                raise BagReadError(f'{self.path}: {exc}', index) from exc
+            except Exception as exc:  # a corrupt ROS 1 payload
+                raise BagReadError(f'{self.path}: message {index} ({msgtype}) is corrupt '
+                                   f'({_describe(exc)})', index) from exc
+        raw = bytes(raw)
+        kind = forms.payload_compression(raw)
+        if not kind:
+            return raw
+        try:
+            out = forms.decompress_payload(raw, kind)
+        except SegRosError as exc:
+            raise BagReadError(f'{self.path}: message {index} ({msgtype}): {exc}',
+                               index) from exc
+        note = (f'payloads are {kind}-compressed one by one (rosbag2 compression_mode: message) '
+                'and no metadata.yaml says so: decompressed')
+        if note not in self.form.notes:
+            self.form.notes.append(note)
+            if self.form.compression == 'none':
+                self.form.compression = f'message {kind}'
+        return out
 
     def _salvaged_messages(self, topics: list[str]) -> Iterator[tuple[str, int, bytes, str]]:
         count = 0
@@ -323,7 +423,8 @@ class BagReader:
                 for topic, msgtype, t, raw in salvage_messages(f):
                     if topic in topics:
                         count += 1
-                        yield topic, t, raw, msgtype
+                        msgtype = normalize_msgtype(msgtype)
+                        yield topic, t, self._to_cdr(raw, msgtype, count - 1), msgtype
         except SalvageBreak as exc:
             raise BagReadError(f'{self.path}: bag is truncated or damaged ({self.damage}; '
                                f'{exc}); {count} messages before the break were read',
@@ -339,7 +440,7 @@ class BagReader:
             BagReadError: missing topic, or a container / CDR error (truncated, corrupt);
                 ``frames_read`` says how many frames were yielded before.
         """
-        self.require_topic(topic)
+        topic = self.require_topic(topic).name
         index = 0
         try:
             for _, t, raw, msgtype in self.raw_messages([topic]):
@@ -355,7 +456,7 @@ class BagReader:
         Returns:
             (stamps in bag order, error message or '' when the whole topic was readable).
         """
-        self.require_topic(topic)
+        topic = self.require_topic(topic).name
         stamps: list[int] = []
         try:
             for _, _, raw, _ in self.raw_messages([topic]):
@@ -370,7 +471,7 @@ class BagReader:
         Raises:
             BagReadError: missing topic, wrong encoding, truncated/corrupt container.
         """
-        self.require_topic(topic, (IMAGE_TYPE,))
+        topic = self.require_topic(topic, (IMAGE_TYPE,)).name
         for i, (_, _, raw, msgtype) in enumerate(self.raw_messages([topic])):
             msg = _deserialize(raw, msgtype, self.path, i)
             if msg.encoding not in ('mono8', '8UC1'):

@@ -322,7 +322,7 @@ def _post_pass(cfg: EvalConfig, prep: Prepared, meta: ModelMeta, acc: Accumulato
     wanted = set(recorder.sample_masks)
     if not wanted and not cfg.write_bag:
         return
-    out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.storage_id,
+    out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.output_storage,
                          [list(c) for c in meta.palette]) if cfg.write_bag else None)
     try:
         for index, t, raw, msgtype in image_messages(cfg, prep, out_bag):

@@ -1,4 +1,5 @@
-"""Write a rosbag2 from an image folder, a dataset split or the synthetic drive generator.
+"""Write a rosbag2 from an image folder, a dataset split, the synthetic drive generator or
+another bag of any form (:func:`from_bag`: ROS 1, pre-Foxy, compressed -> a modern rosbag2).
 
 Each frame becomes an image message (raw rgb8 ``sensor_msgs/Image`` or JPEG/PNG
 ``sensor_msgs/CompressedImage``), a ``sensor_msgs/CameraInfo`` and, when the source has
@@ -17,7 +18,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from seg_ros.bag.io import FRAME_NAMES_KEY, BagWriter, default_camera_info
+from seg_ros.bag.io import (
+    CAMERA_INFO_TYPE,
+    FRAME_NAMES_KEY,
+    IMAGE_TYPES,
+    BagReader,
+    BagReadError,
+    BagWriter,
+    default_camera_info,
+)
 from seg_ros.bag.labels import read_label_png
 from seg_ros.encodings import encode_compressed
 from seg_ros.errors import SegRosError
@@ -52,6 +61,8 @@ class MakeBagResult:
     camera_info_topic: str
     storage: str
     stamps_ns: list[int] = field(default_factory=list)
+    source_form: str = ''  # from_bag: what form the source bag had
+    notes: list[str] = field(default_factory=list)  # from_bag: what the reader mapped
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -221,3 +232,83 @@ def make_bag(out: str | Path, frames: Iterable[SourceFrame], total: int | None =
                          image_topic=image_topic,
                          label_topic=label_topic if labelled else None,
                          camera_info_topic=camera_info_topic, storage=storage, stamps_ns=stamps)
+
+
+def _absolute(topic: str) -> str:
+    """ROS 2 topic names are absolute: give a relative one its leading slash."""
+    return topic if topic.startswith('/') else '/' + topic
+
+
+def from_bag(src: str | Path, out: str | Path, storage: str = 'sqlite3',
+             image_topic: str | None = None, label_topic: str | None = DEFAULT_LABEL_TOPIC,
+             max_frames: int | None = None, progress: bool = True) -> MakeBagResult:
+    """Copy the image, label and camera_info topics of any bag into a new rosbag2.
+
+    The reader converts what it reads (ROS 1 payloads to CDR, ``pkg/Name`` types to
+    ``pkg/msg/Name``, per-message compression undone), so the output is a plain modern rosbag2
+    that every ROS 2 tool opens. Topic names get their leading slash if the source lacks it.
+
+    Args:
+        src: the source bag (any form :class:`BagReader` reads).
+        out: bag folder to create (must not exist).
+        storage: ``sqlite3`` or ``mcap``.
+        image_topic: the one image topic to copy (default: every Image/CompressedImage topic).
+        label_topic: a mono8 label topic copied along when the source has it.
+        max_frames: stop after this many messages on the image topic(s).
+        progress: show a tqdm bar.
+
+    Raises:
+        SegRosError: unreadable source, missing topic, nothing to copy.
+    """
+    with BagReader(src) as reader:
+        images = [reader.require_topic(image_topic).name] if image_topic is not None else []
+        extra = reader.camera_info_topics()
+        label = reader.resolve_topic(label_topic) if label_topic else None
+        if label in reader.topics() and label not in images:
+            extra.append(reader.require_topic(label, IMAGE_TYPES[:1]).name)
+        if image_topic is None:
+            images = [t for t in reader.image_topics() if t != label]
+            if not images:
+                raise SegRosError(f'{src}: no Image or CompressedImage topics to copy')
+        counts = reader.topics()
+        total = sum(counts[t].count for t in images)
+        if max_frames is not None:
+            if max_frames < 1:
+                raise SegRosError(f'--max-frames must be >= 1, got {max_frames}')
+            total = min(total, max_frames)
+        first: dict[str, int] = {}
+        written = 0
+        labelled = 0
+        writer = BagWriter(Path(out), storage)
+        bar = tqdm(total=total, desc='make-bag', unit='frame', disable=not progress)
+        try:
+            with writer:
+                for topic, t, raw, msgtype in reader.raw_messages(images + extra):
+                    name = _absolute(topic)
+                    if topic in images:
+                        if max_frames is not None and written >= max_frames:
+                            break
+                        written += 1
+                        first.setdefault(name, t)
+                        bar.update(1)
+                    elif msgtype != CAMERA_INFO_TYPE:
+                        labelled += 1
+                    writer.write_raw(name, msgtype, t, raw)
+                if not written:
+                    raise SegRosError(f'{src}: no messages on {", ".join(images)}')
+        except BagReadError as exc:
+            raise SegRosError(f'{exc}; no output bag written') from exc
+        finally:
+            bar.close()
+        notes = list(reader.form.notes) + [
+            f'topic {t!r} written as {_absolute(t)!r}' for t in images + extra
+            if _absolute(t) != t]
+        form = reader.form.describe()
+    res = MakeBagResult(path=Path(out), frames=written, labelled=labelled,
+                        image_topic=', '.join(_absolute(t) for t in images),
+                        label_topic=next((_absolute(t) for t in extra if counts[t].msgtype
+                                          != CAMERA_INFO_TYPE), None),
+                        camera_info_topic=', '.join(_absolute(t) for t in extra
+                                                    if counts[t].msgtype == CAMERA_INFO_TYPE),
+                        storage=storage, source_form=form, notes=notes)
+    return res

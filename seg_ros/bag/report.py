@@ -291,11 +291,14 @@ def _markdown(report: dict[str, Any], class_names: list[str]) -> str:
         lines += [f'> **PARTIAL REPORT**: {report.get("error")}', '']
     for w in report.get('warnings', []):
         lines += [f'> warning: {w}', '']
+    for n in (report.get('bag', {}).get('form') or {}).get('notes', []):
+        lines += [f'> note: {n}', '']
     cfg = report.get('config', {})
     bag = report.get('bag', {})
     fr = report.get('frames', {})
     lines += ['## Run', '', '| | |', '|---|---|',
               f'| bag | `{bag.get("path")}` ({bag.get("storage")}) |',
+              f'| bag form | {(bag.get("form") or {}).get("description", "")} |',
               f'| bag sha256 | `{bag.get("sha256")}` |',
               f'| image topic | `{cfg.get("image_topic")}` ({bag.get("image_msgtype")}) |',
               f'| labels | {json.dumps(cfg.get("labels"))} |',

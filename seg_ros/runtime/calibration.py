@@ -32,7 +32,8 @@ RESIZE_MODES = ('stretch', 'letterbox')  # == seg_ros.runtime.preprocess.RESIZE_
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
-BAG_SUFFIXES = ('.mcap', '.db3')
+# rosbag2 storage files, and ROS 1 bags (seg_ros.bag.io.BagReader reads every form)
+BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
 
 
 def _is_bag(path: Path) -> bool:
@@ -53,7 +54,8 @@ class CalibrationData:
     """Calibration frames from ``source`` at the network input size.
 
     Args:
-        source: image folder (searched recursively) or rosbag2 (folder, ``.mcap``, ``.db3``).
+        source: image folder (searched recursively) or a bag (rosbag2 folder, ``.mcap``,
+            ``.db3``, ROS 1 ``.bag``).
         input_size: (height, width) of the network input.
         num_frames: frames to use, spread evenly over the source.
         batch_size: frames per calibration batch: the network's static batch, or the batch
@@ -85,7 +87,7 @@ class CalibrationData:
         if not self.is_bag:
             if not self.source.is_dir():
                 raise SegRosError(f'{self.source}: calibration source must be an image folder '
-                                  f'or a rosbag2 (folder with metadata.yaml, .mcap or .db3)')
+                                  f'or a bag (rosbag2 folder, .mcap, .db3 or ROS 1 .bag)')
             files = sorted(p for p in self.source.rglob('*') if p.suffix.lower()
                            in IMAGE_SUFFIXES)
             if not files:

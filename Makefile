@@ -71,8 +71,10 @@ test: lint typecheck pytest pytest-jazzy
 test-exhaustive: setup
 	$(BIN)/python -m pytest -m exhaustive
 
+# --overwrite: a second `make demo` replaces the demo_out/ of the first (only a folder the
+# demo wrote; seg-ros demo refuses to write over anything else)
 demo: setup
-	$(BIN)/seg-ros demo
+	$(BIN)/seg-ros demo --overwrite
 
 clean:
 	rm -rf $(VENV) $(JVENV) build *.egg-info demo_out .pytest_cache

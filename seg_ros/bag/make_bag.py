@@ -15,12 +15,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from seg_ros.bag.io import FRAME_NAMES_KEY, BagWriter, default_camera_info
 from seg_ros.bag.labels import read_label_png
 from seg_ros.encodings import encode_compressed
 from seg_ros.errors import SegRosError
+from seg_ros.progress import progress_bar
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
@@ -189,8 +189,8 @@ def make_bag(out: str | Path, frames: Iterable[SourceFrame], total: int | None =
     labelled = 0
     writer = BagWriter(Path(out), storage)
     with writer:
-        for i, frame in enumerate(tqdm(frames, total=total, desc='make-bag', unit='frame',
-                                       disable=not progress)):
+        for i, frame in enumerate(progress_bar(frames, total=total, desc='make-bag', unit='frame',
+                                               enabled=progress)):
             if frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8:
                 raise SegRosError(f'frame {frame.name}: expected HxWx3 uint8 RGB, got '
                                   f'{frame.rgb.shape} {frame.rgb.dtype}')

@@ -151,8 +151,8 @@ def evaluate(weights: str, kind: str, root: str | None, split: str = 'val',
         cm = ConfusionMatrix(meta.num_classes)
         it: Any = range(n)
         if progress:
-            from tqdm import tqdm
-            it = tqdm(it, desc='eval', unit='img')
+            from seg_ros.progress import progress_bar
+            it = progress_bar(it, desc='eval', unit='img')
         for i in it:
             image, label = dataset[i]
             ids = runner(image)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from seg_ros.arguments import add_progress_argument
+
 __all__ = ['COMMANDS', 'add_arguments', 'run']
 
 
@@ -24,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', help='output folder (shortcut for --set out=DIR)')
     parser.add_argument('--print-config', action='store_true',
                         help='print the resolved config and exit')
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

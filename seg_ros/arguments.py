@@ -48,13 +48,11 @@ def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
 
 
 def size_type(minimum: int = 1) -> Callable[[str], tuple[int, int]]:
-    """An argparse ``type`` for ``HxW`` (refused at parse time with argparse's usage line)."""
+    """An argparse ``type`` for ``HxW``: refused while parsing, before any model loads, with
+    the CLI's one-line error (a :class:`SegRosError` passes through argparse)."""
 
     def parse(text: str) -> tuple[int, int]:
-        try:
-            return parse_size(text, minimum)
-        except SegRosError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        return parse_size(text, minimum)
 
     parse.__name__ = 'HxW size'
     return parse

@@ -99,7 +99,7 @@ def _argv(command: str, model: Path, files: dict[str, Path], out: Path) -> list[
     if command == 'predict':
         return ['predict', str(model), str(files['image']), '--out', str(out), '--device', 'cpu']
     if command == 'eval':
-        return ['eval', '--weights', str(model), '--data', 'synthetic:val', '--option',
+        return ['eval', '--model', str(model), '--data', 'synthetic:val', '--option',
                 'length=1', '--option', f'size=[{SIZE[0]},{SIZE[1]}]', '--no-progress']
     assert command == 'eval-bag'
     return ['eval-bag', str(files['bag']), '--model', str(model), '--image-topic',

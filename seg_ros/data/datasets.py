@@ -123,7 +123,8 @@ class SegDataset(AugmentedDataset):
         if self.check_labels:
             bad = (label >= self.num_classes) & (label != self.ignore_index)
             if bad.any():
-                raise SegRosError(f'label {lab_path} has values {sorted(set(label[bad]))[:5]} '
+                shown = ', '.join(str(int(v)) for v in np.unique(label[bad])[:5])
+                raise SegRosError(f'label {lab_path} has values {shown} '
                                   f'outside 0..{self.num_classes - 1} and {self.ignore_index} '
                                   f'(classes.yaml lists {self.num_classes} classes)')
         return image, label

@@ -73,8 +73,12 @@ def _options(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise SegRosError(f'--option expects KEY=VALUE, got {item!r}')
         value = yaml.safe_load(raw)
-        if isinstance(value, str) and 'x' in value.lower() and key.strip() == 'size':
-            value = list(_size(value))
+        if key.strip() == 'size':  # HxW or [H, W], refused here in the CLI's words
+            if isinstance(value, str):
+                value = list(_size(value))
+            elif not (isinstance(value, list) and len(value) == 2
+                      and all(isinstance(v, int) and v > 0 for v in value)):
+                raise SegRosError(f'--option size= expects HxW or [H, W], got {raw!r}')
         opts[key.strip()] = value
     return opts
 

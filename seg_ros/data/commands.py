@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from seg_ros.arguments import add_overwrite_argument, add_progress_argument, add_size_argument
+from seg_ros.arguments import (
+    add_overwrite_argument,
+    add_progress_argument,
+    add_size_argument,
+    check_output,
+    plural,
+)
 
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +32,13 @@ def _run_synth(args: argparse.Namespace) -> int:
     from seg_ros.data.synthetic import write_dataset
 
     size = args.size
+    check_output(args.out, args.overwrite)
     t0 = time.perf_counter()
     out = write_dataset(args.out, args.n, size=size, seed=args.seed, start=args.start,
                         stride=args.stride, progress=not args.no_progress,
                         overwrite=args.overwrite)
     dt = time.perf_counter() - t0
-    print(f'wrote {args.n} frames of {size[0]}x{size[1]} (seed {args.seed}) to {out} '
+    print(f'wrote {plural(args.n, "frame")} of {size[0]}x{size[1]} (seed {args.seed}) to {out} '
           f'in {dt:.1f} s')
     return 0
 

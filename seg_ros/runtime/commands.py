@@ -271,6 +271,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--confidence', action='store_true', help='also write confidence PNGs')
     p.add_argument('--threads', type=positive_int, default=None)
     p.add_argument('--engine-cache-dir', default=None)
+    add_progress_argument(p)
 
 
 def _alpha(text: str) -> float:
@@ -331,6 +332,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     import cv2
 
     from seg_ros.metadata import load_palette
+    from seg_ros.progress import progress_bar
     from seg_ros.runtime.segmenter import Segmenter
 
     _setup_logging()
@@ -347,7 +349,8 @@ def _predict_run(args: argparse.Namespace) -> int:
             seg.set_palette(palette)
         out = Path(args.out)
         failed = done = 0
-        for name, rel in targets:
+        for name, rel in progress_bar(targets, enabled=not args.no_progress, desc='predict',
+                                      unit='image'):
             bgr = cv2.imread(name, cv2.IMREAD_COLOR)
             if bgr is None:
                 print(f'seg-ros predict: skipping {name}: not a readable image',

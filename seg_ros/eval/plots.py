@@ -47,9 +47,10 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str],
     cell = 0.42  # inches per cell: room for a 3-digit annotation at 7 pt
     fig, ax = plt.subplots(figsize=(2.6 + cell * k, 1.9 + cell * k), dpi=DPI,
                            layout='constrained')
-    im = ax.imshow(pct, cmap='viridis', vmin=0, vmax=100)
-    ax.set_xticks(range(k), names, rotation=60, ha='right', rotation_mode='anchor',
-                  fontsize=8)
+    # aspect 'auto' (cells stay near square through the figure size): a fixed aspect makes
+    # the constrained layout re-centre the axes and push the y label off the figure
+    im = ax.imshow(pct, cmap='viridis', vmin=0, vmax=100, aspect='auto')
+    ax.set_xticks(range(k), names, rotation=60, ha='right', fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
     ax.set_xlabel('prediction')
     ax.set_ylabel('ground truth')
@@ -123,12 +124,18 @@ def text_extents(fig: Any) -> dict[str, list[Any]]:
             texts.append(t.get_window_extent(renderer))
     if getattr(fig, '_suptitle', None) is not None and fig._suptitle.get_text():
         texts.append(fig._suptitle.get_window_extent(renderer))
+    def tick_labels(axis: Any) -> list[Any]:
+        # only the ticks drawn: get_ticklabels() also returns labels outside the view limits
+        return [lbl for tick in axis._update_ticks() for lbl in (tick.label1, tick.label2)
+                if lbl.get_visible()]
+
     for ax in fig.axes:
-        candidates = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label,
-                      ax.yaxis.label, *ax.texts, *ax.get_xticklabels(), *ax.get_yticklabels()]
-        for child in ax.get_children():  # secondary axes carry their own labels
-            if hasattr(child, 'xaxis') and child is not ax:
-                candidates += [child.xaxis.label, *child.get_xticklabels()]
+        candidates = [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        axes = [ax] + [c for c in ax.get_children()  # secondary axes carry their own labels
+                       if hasattr(c, 'xaxis') and c is not ax]
+        for a in axes:
+            for axis in (a.xaxis, a.yaxis):
+                candidates += [axis.label, *tick_labels(axis)]
         for t in candidates:
             if t.get_visible() and t.get_text().strip():
                 texts.append(t.get_window_extent(renderer))

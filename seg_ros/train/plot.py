@@ -72,7 +72,7 @@ def curves_figure(path: str | Path, title: str | None = None,
         # above the point, or below it when the point is near the top of the axes
         dy = -14 if last['miou'] > 0.9 else 8
         ax2.annotate(f'{last["miou"]:.3f}', (last['step'], last['miou']),
-                     textcoords='offset points', xytext=(-10, dy), fontsize=9)
+                     textcoords='offset points', xytext=(-4, dy), ha='right', fontsize=9)
     if target is not None:
         ax2.axhline(target, color='red', ls='--', lw=1, label=f'target {target:.2f}')
     ax2.set_ylim(0, 1)

@@ -148,3 +148,18 @@ def test_samples_strip_has_a_colour_key_of_the_classes_shown() -> None:
     assert not (key == np.asarray(PALETTE[11], np.uint8)).all(-1).any()  # person: not shown
     wide = class_legend(set(range(19)), NAMES, PALETTE, 300)
     assert wide.shape[1] == 300 and wide.shape[0] > 60  # wraps into rows instead of clipping
+
+
+def test_report_md_words_labels_and_skips_an_empty_plots_section() -> None:
+    from seg_ros.bag.report import _markdown
+
+    report = {'mode': 'offline', 'config': {'image_topic': '/cam', 'labels': {
+        'source': '/labels', 'mode': 'timestamp', 'labels': 8, 'tolerance_ms': 1.0}},
+        'model': {'name': 'regseg48', 'input_size': [128, 256]}, 'frames': {'read': 8},
+        'metrics': None, 'latency_ms': {'n': 0}, 'files': {}}
+    md = _markdown(report, NAMES)  # --no-plots: no PNG in files
+    assert '## Plots' not in md and '{' not in md and '"' not in md
+    assert '| labels | source `/labels`, mode `timestamp`, labels 8, tolerance ms 1.0 |' in md
+    assert '| input size (HxW) | 128x256 |' in md
+    report['files'] = {'latency_plot': 'latency_hist.png'}
+    assert '## Plots' in _markdown(report, NAMES)

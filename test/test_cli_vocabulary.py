@@ -174,3 +174,23 @@ def test_plural() -> None:
     assert arguments.plural(2, 'image') == '2 images'
     assert arguments.plural(0, 'result') == '0 results'
     assert arguments.format_size((256, 512)) == '256x512'
+
+
+def test_no_progress_reaches_bars_without_a_progress_argument(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import os
+
+    from seg_ros.train import commands
+
+    seen = {}
+
+    def fake_run(args: argparse.Namespace) -> int:
+        seen['off'] = os.environ.get(ENV_OFF)
+        return 0
+
+    monkeypatch.delenv(ENV_OFF, raising=False)
+    monkeypatch.setitem(commands.COMMANDS, 'train', (commands.COMMANDS['train'][0], fake_run))
+    assert main(['train', 'x.yaml', '--no-progress']) == 0
+    assert seen['off'] == '1' and ENV_OFF not in os.environ  # set for the run only
+    assert main(['train', 'x.yaml']) == 0
+    assert seen['off'] is None

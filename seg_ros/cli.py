@@ -39,7 +39,9 @@ def error_detail(exc: BaseException) -> str:
     reason = _OS_REASONS.get(type(exc)) if isinstance(exc, OSError) else None
     if reason is not None and getattr(exc, 'filename', None) is not None:
         return f'{exc.filename}: {reason}'
-    return f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
+    # anything else is a bug or an input nobody foresaw: say so, and how to get the traceback
+    what = f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
+    return f'unexpected {what} (please report it; SEG_ROS_DEBUG=1 shows the traceback)'
 
 
 _OS_REASONS: dict[type, str] = {

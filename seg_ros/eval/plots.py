@@ -61,7 +61,8 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str],
             if v >= 0.5:  # every cell that rounds to a non-zero percentage
                 ax.text(c, r, f'{v:.0f}', ha='center', va='center', fontsize=7,
                         color='black' if v > 60 else 'white')
-    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    # aspect (length / width) grows with the matrix: the bar spans the matrix's height
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, aspect=max(20, 2 * k + 6))
     bar.set_label('% of the ground-truth row', fontsize=8)
     bar.ax.tick_params(labelsize=7)
     return fig

@@ -44,7 +44,7 @@ $(JSTAMP): requirements-jazzy.txt Makefile
 
 $(TEST_ONNX): $(STAMP) models/regseg48_synthetic.pt
 	mkdir -p $(dir $@)
-	$(BIN)/seg-ros export models/regseg48_synthetic.pt --size 64x128 --out $@
+	$(BIN)/seg-ros export models/regseg48_synthetic.pt --size 64x128 --out $@ --overwrite
 
 lint: setup
 	$(BIN)/ruff check seg_ros test launch benchmarks setup.py

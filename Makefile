@@ -44,7 +44,7 @@ $(JSTAMP): requirements-jazzy.txt Makefile
 
 $(TEST_ONNX): $(STAMP) models/regseg48_synthetic.pt
 	mkdir -p $(dir $@)
-	$(BIN)/seg-ros export models/regseg48_synthetic.pt --size 64x128 --out $@
+	$(BIN)/seg-ros export models/regseg48_synthetic.pt --size 64x128 --out $@ --overwrite
 
 lint: setup
 	$(BIN)/ruff check seg_ros test launch benchmarks setup.py
@@ -71,8 +71,10 @@ test: lint typecheck pytest pytest-jazzy
 test-exhaustive: setup
 	$(BIN)/python -m pytest -m exhaustive
 
+# --overwrite: a second `make demo` replaces the demo_out/ of the first (only a folder the
+# demo wrote; seg-ros demo refuses to write over anything else)
 demo: setup
-	$(BIN)/seg-ros demo
+	$(BIN)/seg-ros demo --overwrite
 
 clean:
 	rm -rf $(VENV) $(JVENV) build *.egg-info demo_out .pytest_cache

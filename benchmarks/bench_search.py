@@ -46,7 +46,7 @@ def bench_dilation(out: Path, steps: int | None) -> dict:
     from seg_ros.search.dnas import search_dilations
 
     args = SEG_ROS + ['search', 'dilation', 'config/search/dilation_toy.yaml', '--out',
-                      str(out / 'dilation'), '--no-progress']
+                      str(out / 'dilation'), '--no-progress', '--overwrite']
     if steps:
         args += ['--steps', str(steps)]
     _run(args)
@@ -73,7 +73,7 @@ def bench_latency(out: Path, samples: int) -> dict:
     table_path = out / 'latency' / 'table.json'
     _run(SEG_ROS + ['latency-profile', '--config', 'config/search/rtseg_cpu.yaml', '--samples',
                     str(samples), '--models', '6', '--fit', '--out', str(table_path),
-                    '--no-progress'])
+                    '--no-progress', '--overwrite'])
     table = json.loads(table_path.read_text())
     _, rep = fit_from_table(table)
     torch.set_num_threads(1)
@@ -90,7 +90,7 @@ def bench_rtseg(out: Path, targets: list[float], table: Path | None) -> list[dic
     for t in targets:
         d = out / f'rtseg_{t:g}ms'
         args = SEG_ROS + ['search', 'rtseg', 'config/search/rtseg_cpu.yaml', '--target-ms',
-                          str(t), '--out', str(d), '--no-progress']
+                          str(t), '--out', str(d), '--no-progress', '--overwrite']
         if table is not None and table.is_file():
             args += ['--latency-table', str(table)]
         _run(args)

@@ -8,52 +8,21 @@ runs, so ``seg-ros --help`` stays fast (no torch import).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import importlib
 import os
 import sys
 
 from seg_ros import __version__
+
+# re-exported: scripts and tests import these from here (the commands use seg_ros.arguments)
+from seg_ros.arguments import (  # noqa: F401
+    missing_required,
+    non_negative_int,
+    parse_size,
+    positive_int,
+)
 from seg_ros.errors import SegRosError, first_line
 
-
-def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
-    """``'512x1024'`` -> ``(512, 1024)`` as (height, width): the ``--size`` of every command.
-
-    Raises:
-        SegRosError: not ``HxW``, or a side below ``minimum``.
-    """
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise SegRosError(f'size must be HxW (e.g. 256x512), got {text!r}') from None
-    if h < minimum or w < minimum:
-        raise SegRosError(f'size must be at least {minimum}x{minimum}, got {text!r}'
-                          if minimum > 1 else f'size must be positive, got {text!r}')
-    return h, w
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type`` accepting integers >= ``minimum`` (refused at parse time, with
-    argparse's one-line usage error, before any model is loaded)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f'must be >= {minimum}, got {value}')
-        return value
-
-    parse.__name__ = f'integer >= {minimum}'
-    return parse
-
-
-#: ``type=`` of options that must be >= 1 (``--iters``, ``--threads``, ...).
-positive_int = _int_at_least(1)
-#: ``type=`` of options that must be >= 0 (``--warmup``, ...).
-non_negative_int = _int_at_least(0)
 
 def error_detail(exc: BaseException) -> str:
     """The one-line reason the CLI prints for ``exc``.
@@ -66,7 +35,19 @@ def error_detail(exc: BaseException) -> str:
     detail = first_line(exc)
     if isinstance(exc, SegRosError):
         return detail or type(exc).__name__
-    return f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
+    # a path the user typed that the OS refused: the path and the reason, in words
+    reason = _OS_REASONS.get(type(exc)) if isinstance(exc, OSError) else None
+    if reason is not None and getattr(exc, 'filename', None) is not None:
+        return f'{exc.filename}: {reason}'
+    # anything else is a bug or an input nobody foresaw: say so, and how to get the traceback
+    what = f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
+    return f'unexpected {what} (please report it; SEG_ROS_DEBUG=1 shows the traceback)'
+
+
+_OS_REASONS: dict[type, str] = {
+    FileNotFoundError: 'not found', NotADirectoryError: 'not a folder (a file is in the way)',
+    IsADirectoryError: 'is a folder, expected a file', PermissionError: 'permission denied',
+    FileExistsError: 'already exists'}
 
 
 # name -> (one-line help, module that implements it)
@@ -140,6 +121,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        missing = missing_required(args)  # also merges a positional MODEL into --model
+        if missing:  # argparse's wording: `required` is checked here because an old
+            # spelling of the option (e.g. eval --weights) may have supplied the value
+            print(f'seg-ros {command}: error: the following arguments are required: '
+                  f'{", ".join(missing)}', file=sys.stderr)
+            return 2
+        if getattr(args, 'no_progress', False):
+            # for the bars deep in code that takes no `progress` argument (seg_ros.progress)
+            from seg_ros.progress import ENV_OFF
+
+            previous = os.environ.get(ENV_OFF)
+            os.environ[ENV_OFF] = '1'
+            try:
+                return int(args._run(args) or 0)
+            finally:  # main() also runs in-process (tests): leave the environment as it was
+                if previous is None:
+                    del os.environ[ENV_OFF]
+                else:
+                    os.environ[ENV_OFF] = previous
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print('seg-ros: interrupted', file=sys.stderr)

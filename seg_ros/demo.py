@@ -25,6 +25,12 @@ import shutil
 import time
 from typing import Any
 
+from seg_ros.arguments import (
+    add_overwrite_argument,
+    add_progress_argument,
+    add_size_argument,
+    check_output,
+)
 from seg_ros.errors import SegRosError
 
 SHIPPED_CHECKPOINT = 'regseg48_synthetic.pt'
@@ -123,8 +129,10 @@ def untrained_checkpoint(size: tuple[int, int]) -> Path:
     return path
 
 
-def _prepare_out(out: Path) -> None:
-    """Reuse ``out`` only if an earlier demo made it: never delete a user's folder."""
+def _prepare_out(out: Path, overwrite: bool = False) -> None:
+    """Refuse an existing ``out`` unless ``overwrite``; even then replace it only if an earlier
+    demo made it: never delete a user's folder."""
+    check_output(out, overwrite)
     if out.exists():
         if not (out / DEMO_MARKER).is_file() and any(out.iterdir()):
             raise SegRosError(f'{out} exists and was not written by seg-ros demo; choose '
@@ -137,9 +145,10 @@ def _prepare_out(out: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``seg-ros demo``."""
     p.add_argument('--out', type=Path, default=Path('demo_out'), help='output folder')
+    add_overwrite_argument(p, '--out folder of an earlier demo')
+    add_progress_argument(p)
     p.add_argument('--frames', type=int, default=80, help='frames in the drive (default 80)')
-    p.add_argument('--size', default='256x512', metavar='HxW',
-                   help='camera resolution (default 256x512)')
+    add_size_argument(p, 'camera frame HxW (default 256x512)', default=(256, 512))
     p.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz (default 10)')
     p.add_argument('--seed', type=int, default=DEMO_SEED, help='synthetic world seed')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='mcap')
@@ -162,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
     from seg_ros.bag.commands import summary_line
     from seg_ros.bag.eval_bag import EvalConfig, run_eval
     from seg_ros.bag.make_bag import make_bag, synthetic_camera_info, synthetic_frames
-    from seg_ros.cli import parse_size
 
     t0 = time.monotonic()
     if args.export_onnx:
@@ -174,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         export_onnx(ckpt, target)
         print(f'demo: exported {ckpt} -> {target}')
         return 0
-    size = parse_size(args.size)
+    size = args.size
     if args.frames < 2:
         raise SegRosError('--frames must be >= 2')
     untrained = False
@@ -200,11 +208,12 @@ def run(args: argparse.Namespace) -> int:
     print(f'demo: model {model_file} ({how}), backend {args.backend}', flush=True)
 
     out: Path = args.out
-    _prepare_out(out)
+    _prepare_out(out, args.overwrite)
+    progress = not args.no_progress
     bag = out / 'drive_bag'
     n, frames = synthetic_frames(args.frames, size, args.seed)
     made = make_bag(bag, frames, total=n, storage=args.storage, rate_hz=args.rate,
-                    camera_info=synthetic_camera_info(size, args.seed))
+                    camera_info=synthetic_camera_info(size, args.seed), progress=progress)
     t_bag = time.monotonic()
 
     common: dict[str, Any] = {'bag': bag, 'model': str(model_file),
@@ -213,11 +222,12 @@ def run(args: argparse.Namespace) -> int:
                               'label_topic': made.label_topic}
     offline = None
     if not args.no_offline:
-        offline = run_eval(EvalConfig(out_dir=out / 'offline', samples=3, **common))
+        offline = run_eval(EvalConfig(out_dir=out / 'offline', samples=3, **common),
+                           progress=progress)
         print(summary_line(offline), flush=True)
     t_off = time.monotonic()
     live = run_eval(EvalConfig(out_dir=out, live=True, rate=1.0, write_bag=True, samples=3,
-                               **common))
+                               **common), progress=progress)
     t_live = time.monotonic()
     if (out / 'samples.png').is_file():
         shutil.copyfile(out / 'samples.png', out / 'demo_overlay.png')

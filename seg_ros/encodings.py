@@ -72,7 +72,7 @@ def image_to_array(msg: ImageLike, max_pixels: int | None = None) -> np.ndarray:
                                f'{", ".join(SUPPORTED_ENCODINGS)})')
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
-        raise ImageDecodeError(f'empty image {w}x{h}')
+        raise ImageDecodeError(f'empty image {h}x{w} (HxW)')
     check_pixels(w, h, max_pixels)
     bpp, channels, dtype = _LAYOUT[enc]
     if step < w * bpp:
@@ -114,8 +114,8 @@ def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
         ImageDecodeError: the frame is too large.
     """
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageDecodeError(f'frame {width}x{height} has {width * height} pixels, more than '
-                               f'max_input_pixels={max_pixels}')
+        raise ImageDecodeError(f'frame {height}x{width} (HxW) has {width * height} pixels, '
+                               f'more than max_input_pixels={max_pixels}')
 
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

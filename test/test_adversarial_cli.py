@@ -99,7 +99,7 @@ def _argv(command: str, model: Path, files: dict[str, Path], out: Path) -> list[
     if command == 'predict':
         return ['predict', str(model), str(files['image']), '--out', str(out), '--device', 'cpu']
     if command == 'eval':
-        return ['eval', '--weights', str(model), '--data', 'synthetic:val', '--option',
+        return ['eval', '--model', str(model), '--data', 'synthetic:val', '--option',
                 'length=1', '--option', f'size=[{SIZE[0]},{SIZE[1]}]', '--no-progress']
     assert command == 'eval-bag'
     return ['eval-bag', str(files['bag']), '--model', str(model), '--image-topic',
@@ -631,3 +631,77 @@ def test_training_start_removes_temp_files_of_a_killed_run(tmp_path: Path) -> No
     left = {p.name for p in run.iterdir()}
     assert not any(n.startswith(('.last.pt.', '.best.pt.')) for n in left), left
     assert {p.name for p in keep} <= left
+
+
+# ---------------------------------------------------------------------------- issue 17
+# Error texts in words: no numpy reprs, no exception class names, no torch advice.
+INTERNALS = ('np.uint8', 'np.int64', 'ValueError', 'TypeError', 'KeyError', 'NotADirectoryError',
+             'FileNotFoundError', 'weights_only', 'torch.load', 'Traceback')
+
+
+def _no_internals(line: str) -> str:
+    for word in INTERNALS:
+        assert word not in line, line
+    return line
+
+
+def test_export_of_an_onnx_file_says_it_needs_the_checkpoint(files: dict[str, Path],
+                                                             tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    assert main(['export', str(files['good_onnx']), '--out', str(tmp_path / 'x.onnx')]) == 1
+    line = _no_internals(one_error_line(capsys, 'export'))
+    assert 'an exported model, not a checkpoint' in line
+
+
+def test_foreign_pickle_checkpoint_has_no_torch_advice(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    bad = tmp_path / 'foreign.pt'
+    torch.save({'x': Path('a')}, bad)  # a pickled object torch refuses to load safely
+    assert main(['export', str(bad), '--out', str(tmp_path / 'x.onnx')]) == 1
+    line = _no_internals(one_error_line(capsys, 'export'))
+    assert 'not a readable checkpoint' in line
+
+
+def test_folder_label_outside_the_classes_names_plain_ids(files: dict[str, Path],
+                                                          tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    data = tmp_path / 'data'
+    assert main(['synth', '--out', str(data), '--n', '2', '--size', f'{SIZE[0]}x{SIZE[1]}',
+                 '--no-progress']) == 0
+    cv2.imwrite(str(data / 'masks' / '000001.png'), np.full(SIZE, 105, np.uint8))
+    capsys.readouterr()
+    assert main(['eval', '--model', str(files['good_onnx']), '--data', f'folder:{data}:val',
+                 '--no-progress']) == 1
+    line = _no_internals(one_error_line(capsys, 'eval'))
+    assert 'has values 105 outside' in line
+
+
+@pytest.mark.parametrize('argv,reason', [
+    (['make-bag', '{file}', '--out', '{tmp}/bag'], 'not a folder'),
+    (['eval', '--model', '{onnx}', '--data', 'synthetic:val', '--option', 'size=7'],
+     'expects HxW or [H, W]'),
+    (['eval', '--data', 'synthetic:val'], None),  # argparse's own usage error, exit 2
+])
+def test_user_mistakes_are_worded(argv: list[str], reason: str | None, files: dict[str, Path],
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.format(file=files['image'], tmp=tmp_path, onnx=files['good_onnx']) for a in argv]
+    rc = main(argv)
+    if reason is None:
+        assert rc == 2
+        assert 'the following arguments are required: --model' in capsys.readouterr().err
+        return
+    assert rc == 1
+    assert reason in _no_internals(one_error_line(capsys, argv[0]))
+
+
+def test_counts_in_messages_are_singular_for_one(files: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(['predict', '--model', str(files['good_onnx']), str(files['image']), '--out',
+                 str(tmp_path / 'p'), '--backend', bag_testutil.BACKEND, '--device', 'cpu',
+                 '--no-progress']) == 0
+    out = capsys.readouterr().out
+    assert 'wrote 1 result to' in out
+    assert f': {SIZE[0]}x{SIZE[1]}, inference' in out  # sizes print height first

@@ -177,7 +177,7 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
 def test_frame_size_bound():
     small = png_bomb(40, 30)
     assert compressed_to_rgb(small, 'png', max_pixels=1200).shape == (30, 40, 3)
-    with pytest.raises(ImageDecodeError, match='40x30 has 1200 pixels'):
+    with pytest.raises(ImageDecodeError, match=r'30x40 \(HxW\) has 1200 pixels'):
         compressed_to_rgb(small, 'png', max_pixels=1199)
     msg = _msg(np.zeros((30, 40, 3), np.uint8), 'rgb8')
     assert image_to_rgb(msg, max_pixels=1200).shape == (30, 40, 3)

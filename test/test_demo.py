@@ -53,8 +53,11 @@ def test_demo_refuses_to_delete_a_foreign_folder(tmp_path, monkeypatch):
     out = tmp_path / 'mine'
     out.mkdir()
     (out / 'thesis.tex').write_text('precious')
-    with pytest.raises(Exception, match='not written by seg-ros demo'):
+    with pytest.raises(Exception, match='already exists; pass --overwrite'):
         demo._prepare_out(out)
+    # --overwrite replaces only a folder an earlier demo wrote
+    with pytest.raises(Exception, match='not written by seg-ros demo'):
+        demo._prepare_out(out, overwrite=True)
     assert (out / 'thesis.tex').exists()
 
 
@@ -73,8 +76,10 @@ def test_small_demo_run(tmp_path, capsys):
     for name in ('report.json', 'report.md', 'demo_overlay.png', 'latency_hist.png',
                  'offline/report.json', 'output_bag/metadata.yaml', 'drive_bag/metadata.yaml'):
         assert (out / name).is_file(), name
-    # a second run may reuse (replace) its own output folder
-    demo._prepare_out(out)
+    # a second run refuses its output folder without --overwrite, replaces it with it
+    with pytest.raises(Exception, match='already exists; pass --overwrite'):
+        demo._prepare_out(out)
+    demo._prepare_out(out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [demo.DEMO_MARKER]
 
 

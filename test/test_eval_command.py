@@ -48,7 +48,7 @@ def test_eval_command_end_to_end(tiny, tmp_path):
     data, ckpt, model, meta = tiny
     out = tmp_path / 'report'
     proc = subprocess.run(
-        [sys.executable, '-m', 'seg_ros.cli', 'eval', '--weights', str(ckpt), '--data',
+        [sys.executable, '-m', 'seg_ros.cli', 'eval', '--model', str(ckpt), '--data',
          f'folder:{data}', '--backend', 'torch', '--threads', '1', '--json', '--out', str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

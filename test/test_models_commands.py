@@ -64,4 +64,5 @@ def test_convert_official_cli_roundtrip(tmp_path: Path) -> None:
     x = torch.randn(1, 3, 32, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), official.eval()(x))
-    assert main(['convert-official', 'sfnet-lite', str(src), '--out', str(out)]) == 1
+    assert main(['convert-official', 'sfnet-lite', str(src), '--out', str(out),
+                 '--overwrite']) == 1

@@ -276,4 +276,5 @@ def test_search_rtseg_cli_end_to_end(tmp_path: Path) -> None:
     # the subnet is a plain model: no search modules
     assert not any(isinstance(m, (DWBC, GumbelMixedBlock)) for m in model.modules())
     # no target: clear error
-    assert main(['search', 'rtseg', str(path), '--out', str(out), '--no-progress']) == 1
+    assert main(['search', 'rtseg', str(path), '--out', str(out), '--no-progress',
+                 '--overwrite']) == 1

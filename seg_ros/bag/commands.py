@@ -3,9 +3,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import shutil
 
-from seg_ros.cli import parse_size
+from seg_ros.arguments import (
+    MODEL_FILE,
+    add_model_argument,
+    add_overwrite_argument,
+    add_progress_argument,
+    add_size_argument,
+    check_output,
+    plural,
+)
 from seg_ros.errors import SegRosError
+
+# what eval-bag writes into --out: --overwrite removes these first, so no plot of an older
+# run is left next to a new report
+REPORT_FILES = ('report.json', 'report.md', 'per_class_iou.png', 'confusion_matrix.png',
+                'latency_hist.png', 'samples.png', 'output_bag')
 
 
 def add_make_bag_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,6 +28,8 @@ def add_make_bag_arguments(p: argparse.ArgumentParser) -> None:
                    help='image folder (images/ + optional masks/, or a flat folder of images), '
                         'or a dataset root with --dataset; omit with --synthetic')
     p.add_argument('--out', required=True, type=Path, help='bag folder to create')
+    add_overwrite_argument(p, '--out bag')
+    add_progress_argument(p)
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3',
                    help='rosbag2 storage plugin (default: sqlite3)')
     p.add_argument('--rate', type=float, default=10.0, metavar='HZ',
@@ -26,8 +42,7 @@ def add_make_bag_arguments(p: argparse.ArgumentParser) -> None:
                         'any rosbag2 era, compressed) into a modern rosbag2')
     p.add_argument('--synthetic', type=int, metavar='N',
                    help='N frames of the synthetic drive generator (with labels)')
-    p.add_argument('--size', default='256x512', metavar='HxW',
-                   help='synthetic frame size (default: 256x512)')
+    add_size_argument(p, 'synthetic frame HxW (default: 256x512)', default=(256, 512))
     p.add_argument('--seed', type=int, default=0, help='synthetic drive seed')
     p.add_argument('--dataset', choices=('cityscapes', 'camvid', 'folder'),
                    help='read SRC as a dataset of this kind (labels go to --label-topic)')
@@ -67,7 +82,7 @@ def run_make_bag(args: argparse.Namespace) -> int:
     if args.synthetic is not None:
         if args.src is not None or args.dataset:
             raise SegRosError('--synthetic takes no SRC or --dataset')
-        size = parse_size(args.size)
+        size = args.size
         total, frames = mb.synthetic_frames(args.synthetic, size, args.seed)
         camera_info = mb.synthetic_camera_info(size, args.seed)
     elif args.src is None:
@@ -78,6 +93,9 @@ def run_make_bag(args: argparse.Namespace) -> int:
         total, frames = mb.dataset_frames(args.dataset, args.src, args.split)
     else:
         total, frames = mb.folder_frames(args.src)
+    check_output(args.out, args.overwrite)
+    if args.out.exists():
+        _remove_bag(args.out)
     if args.max_frames is not None:
         total = min(total, args.max_frames)
         frames = itertools.islice(frames, args.max_frames)
@@ -85,24 +103,37 @@ def run_make_bag(args: argparse.Namespace) -> int:
                       compressed=args.compressed, image_topic=args.image_topic,
                       label_topic=args.label_topic, camera_info_topic=args.camera_info_topic,
                       frame_id=args.frame_id, jpeg_quality=args.jpeg_quality,
-                      hfov_deg=args.hfov, camera_info=camera_info)
-    labels = f', {res.labelled} labels on {res.label_topic}' if res.labelled else ''
-    print(f'wrote {res.path} ({res.storage}): {res.frames} frames on {res.image_topic}'
+                      hfov_deg=args.hfov, camera_info=camera_info,
+                      progress=not args.no_progress)
+    labels = f', {plural(res.labelled, "label")} on {res.label_topic}' if res.labelled else ''
+    print(f'wrote {res.path} ({res.storage}): {plural(res.frames, "frame")} on {res.image_topic}'
           f'{labels}, camera_info on {res.camera_info_topic}')
     return 0
+
+
+def _remove_bag(path: Path) -> None:
+    """Delete the bag ``make-bag --overwrite`` replaces; anything but a bag is kept."""
+    bag_files = ('metadata.yaml', '.db3', '.mcap', '.db3-shm', '.db3-wal')
+    if path.is_dir() and all(f.is_file() and f.name.endswith(bag_files)
+                             for f in path.iterdir()):
+        shutil.rmtree(path)
+    else:
+        raise SegRosError(f'--out {path} is not a rosbag2 folder; --overwrite replaces only '
+                          'a bag')
 
 
 def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``seg-ros eval-bag``."""
     p.add_argument('bag', type=Path,
                    help='ROS 1 .bag, rosbag2 folder, or a .db3 / .mcap file (any era)')
-    p.add_argument('--model', required=True,
-                   help='.onnx / .engine / checkpoint .pt, or a registered model name')
-    p.add_argument('--weights', help='checkpoint for a registered model name')
+    add_model_argument(p, MODEL_FILE)
+    p.add_argument('--weights', help='checkpoint (.pt) whose weights load into the registered '
+                                     'model name given as --model')
     p.add_argument('--backend', default='auto',
                    help='auto, onnxruntime, torch or tensorrt (default: auto)')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default auto)')
-    p.add_argument('--input-size', metavar='HxW', help='network input size (default: model)')
+    add_size_argument(p, "network input HxW (default: the model file's size)",
+                      old=('--input-size',))
     p.add_argument('--image-topic', required=True, help='Image or CompressedImage topic')
     g = p.add_mutually_exclusive_group()
     g.add_argument('--label-topic', help='mono8 label topic in the bag (matched by stamp)')
@@ -114,6 +145,8 @@ def add_eval_bag_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--label-tolerance-ms', type=float, default=1.0,
                    help='largest |label stamp - image stamp| accepted (default: 1 ms)')
     p.add_argument('--out', required=True, type=Path, help='report folder')
+    add_overwrite_argument(p, '--out folder')
+    add_progress_argument(p)
     p.add_argument('--live', action='store_true',
                    help='play the bag into the segmentation node (separate processes) and '
                         'measure end-to-end latency, drops and rate')
@@ -140,16 +173,23 @@ def run_eval_bag(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
     from seg_ros.bag.eval_bag import EvalConfig, run_eval
 
+    check_output(args.out, args.overwrite)
+    for name in REPORT_FILES if args.out.is_dir() else ():
+        target = args.out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
     cfg = EvalConfig(
         bag=args.bag, model=args.model, image_topic=args.image_topic, out_dir=args.out,
         backend=args.backend, device=args.device, weights=args.weights,
-        input_size=parse_size(args.input_size) if args.input_size else None,
+        input_size=args.size,
         label_topic=args.label_topic, labels_dir=args.labels, label_match=args.label_match,
         label_tolerance_ms=args.label_tolerance_ms, live=args.live, rate=args.rate,
         write_bag=args.write_bag, samples=args.samples, plots=not args.no_plots,
         max_frames=args.max_frames, threads=args.threads, node_timeout_s=args.node_timeout,
         warmup=args.warmup)
-    report = run_eval(cfg)
+    report = run_eval(cfg, progress=not args.no_progress)
     form = report['bag'].get('form') or {}
     print(f'read: {form.get("description", "")}')
     for note in form.get('notes', []):
@@ -167,9 +207,10 @@ def summary_line(report: dict) -> str:
     parts = [f'{report["mode"]}:']
     if m and m.get('miou') is not None:
         parts.append(f'mIoU {m["miou"]:.4f}, pixel acc {m["pixel_accuracy"]:.4f} over '
-                     f'{fr.get("evaluated")} labelled frames')
+                     f'{plural(fr.get("evaluated") or 0, "labelled frame")}')
     elif m:
-        parts.append(f'no valid label pixels in {fr.get("evaluated")} labelled frames')
+        parts.append('no valid label pixels in '
+                     f'{plural(fr.get("evaluated") or 0, "labelled frame")}')
     else:
         parts.append('no labels')
     if lat.get('n'):
@@ -181,7 +222,7 @@ def summary_line(report: dict) -> str:
         rate = f'{r["output"]:.1f} Hz' if r.get('output') else 'n/a'
         parts.append(f'dropped {fr.get("dropped")}/{fr.get("published")}, output {rate}')
     if fr.get('without_label'):
-        parts.append(f'{fr["without_label"]} frames without label')
+        parts.append(f'{plural(fr["without_label"], "frame")} without label')
     return ', '.join(parts[:1]) + ' ' + ', '.join(parts[1:])
 
 

@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from seg_ros.bag.io import (
     COMPRESSED_TYPE,
@@ -36,6 +35,7 @@ from seg_ros.bag.labels import (
 )
 from seg_ros.bag.report import Accumulator, colorize, latency_stats, metrics_section, write_report
 from seg_ros.errors import SegRosError
+from seg_ros.progress import progress_bar
 
 OUTPUT_PREFIX = '/segmentation_node'  # the node's default name: output bags look like a recording
 OUTPUT_BAG_NAME = 'output_bag'
@@ -252,9 +252,9 @@ def model_meta(cfg: EvalConfig) -> Any:
 
 def check_label_shape(pred: np.ndarray, label: np.ndarray, index: int) -> None:
     if pred.shape != label.shape:
-        raise SegRosError(f'frame {index}: label is {label.shape[1]}x{label.shape[0]} but the '
-                          f'image is {pred.shape[1]}x{pred.shape[0]}; labels must have the image '
-                          'resolution')
+        raise SegRosError(f'frame {index}: label is {label.shape[0]}x{label.shape[1]} (HxW) but '
+                          f'the image is {pred.shape[0]}x{pred.shape[1]}; labels must have the '
+                          'image resolution')
 
 
 class OutputBag:
@@ -336,7 +336,7 @@ def evaluate_offline(cfg: EvalConfig, prep: Prepared, seg: Any,
     out_bag = (OutputBag(cfg.out_dir / OUTPUT_BAG_NAME, prep.reader.output_storage,
                          meta.palette) if cfg.write_bag else None)
     warm_ms: list[float] = []
-    bar = tqdm(total=prep.frames, desc='eval-bag', unit='frame', disable=not progress)
+    bar = progress_bar(total=prep.frames, desc='eval-bag', unit='frame', enabled=progress)
     try:
         for index, t, raw, msgtype in image_messages(cfg, prep, out_bag):
             if index == 0:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-import sys
 from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from seg_ros.bag.io import (
     CAMERA_INFO_TYPE,
@@ -31,6 +29,7 @@ from seg_ros.bag.io import (
 from seg_ros.bag.labels import DEFAULT_TOLERANCE_MS, parse_stamp
 from seg_ros.encodings import ImageDecodeError, image_to_array
 from seg_ros.errors import SegRosError
+from seg_ros.progress import progress_bar
 
 FORMATS = ('png', 'jpg')
 CAMERA_INFO_FILE = 'camera_info.yaml'
@@ -185,7 +184,7 @@ def extract_frames(bag: str | Path, topic: str, out: str | Path, every: int | No
         fmt: ``png`` (lossless; 16-bit for mono16) or ``jpg``.
         camera_info_topic: CameraInfo topic (default: the camera's, see above).
         overwrite: replace existing files; otherwise any existing target is an error.
-        progress: tqdm bar (also off when stdout is not a terminal).
+        progress: tqdm bar (also off when stderr is not a terminal).
 
     Raises:
         SegRosError: bad bag/topic/selection, stamps shared by frames, existing files.
@@ -225,8 +224,8 @@ def extract_frames(bag: str | Path, topic: str, out: str | Path, every: int | No
             _write_camera_info(reader, info_topic, [stamps[i] for i in chosen], res, info_path)
         wanted_idx = dict(zip(chosen, targets))
         last = chosen[-1]
-        bar = tqdm(total=len(chosen), desc='extract-frames', unit='frame',
-                   disable=not (progress and sys.stdout.isatty()))
+        bar = progress_bar(total=len(chosen), desc='extract-frames', unit='frame',
+                           enabled=progress)
         try:
             for index, (_, _, raw, msgtype) in enumerate(reader.raw_messages([topic])):
                 if index > last:

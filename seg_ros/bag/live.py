@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from seg_ros.bag.eval_bag import (
     OUTPUT_BAG_NAME,
@@ -40,6 +39,7 @@ from seg_ros.bag.report import Accumulator, Sample
 from seg_ros.encodings import ImageDecodeError, image_to_array
 from seg_ros.errors import SegRosError
 from seg_ros.metadata import ModelMeta
+from seg_ros.progress import progress_bar
 from seg_ros.testing.ros_env import FASTDDS_PROFILE_VARIABLES, ros_environment
 
 NODE_NAME = 'segmentation_node'
@@ -242,8 +242,8 @@ def evaluate_live(cfg: EvalConfig, prep: Prepared, meta: ModelMeta,
         player.stdin.flush()
 
         # 2. playback: record until the player is done, then drain late masks.
-        bar = tqdm(total=prep.frames, desc='eval-bag live', unit='frame',
-                   disable=not progress)
+        bar = progress_bar(total=prep.frames, desc='eval-bag live', unit='frame',
+                           enabled=progress)
         done = False
         while not done:
             executor.spin_once(timeout_sec=0.02)

@@ -16,7 +16,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from seg_ros.bag.io import (
     CAMERA_INFO_TYPE,
@@ -30,6 +29,7 @@ from seg_ros.bag.io import (
 from seg_ros.bag.labels import read_label_png
 from seg_ros.encodings import encode_compressed
 from seg_ros.errors import SegRosError
+from seg_ros.progress import progress_bar
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
@@ -200,8 +200,8 @@ def make_bag(out: str | Path, frames: Iterable[SourceFrame], total: int | None =
     labelled = 0
     writer = BagWriter(Path(out), storage)
     with writer:
-        for i, frame in enumerate(tqdm(frames, total=total, desc='make-bag', unit='frame',
-                                       disable=not progress)):
+        for i, frame in enumerate(progress_bar(frames, total=total, desc='make-bag', unit='frame',
+                                               enabled=progress)):
             if frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3 or frame.rgb.dtype != np.uint8:
                 raise SegRosError(f'frame {frame.name}: expected HxWx3 uint8 RGB, got '
                                   f'{frame.rgb.shape} {frame.rgb.dtype}')
@@ -280,7 +280,7 @@ def from_bag(src: str | Path, out: str | Path, storage: str = 'sqlite3',
         written = 0
         labelled = 0
         writer = BagWriter(Path(out), storage)
-        bar = tqdm(total=total, desc='make-bag', unit='frame', disable=not progress)
+        bar = progress_bar(total=total, desc='make-bag', unit='frame', enabled=progress)
         try:
             with writer:
                 for topic, t, raw, msgtype in reader.raw_messages(images + extra):

@@ -168,68 +168,35 @@ def _write_plots(out: Path, report: dict[str, Any], acc: Accumulator, class_name
                                               report.get('latency_ms', {}),
                                               report.get('latency_what', ''))
     if acc.samples:
-        files['samples'] = _sample_strip(out / 'samples.png', acc.samples, palette)
+        files['samples'] = _sample_strip(out / 'samples.png', acc.samples, palette,
+                                        class_names)
     return files
 
 
 def _plot_iou(path: Path, metrics: dict[str, Any], palette: list[list[int]]) -> str:
-    import matplotlib.pyplot as plt
+    from seg_ros.eval.plots import iou_figure, save_figure
 
     names = list(metrics['per_class_iou'])
-    vals = [metrics['per_class_iou'][n] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4.0))
-    colors = [np.asarray(palette[i], float) / 255 if i < len(palette) else (0.5, 0.5, 0.5)
-              for i in range(len(names))]
-    ax.bar(range(len(names)), [0 if v is None else v for v in vals], color=colors,
-           edgecolor='black', linewidth=0.5)
-    for i, v in enumerate(vals):
-        ax.text(i, (v or 0) + 0.01, 'n/a' if v is None else f'{v:.2f}', ha='center',
-                va='bottom', fontsize=7, rotation=90)
-    miou = metrics.get('miou')
-    if miou is not None:
-        ax.axhline(miou, color='red', linestyle='--', linewidth=1, label=f'mIoU {miou:.3f}')
-        ax.legend(loc='upper right')
-    ax.set_xticks(range(len(names)), names, rotation=60, ha='right', fontsize=8)
-    ax.set_ylim(0, 1.12)
-    ax.set_ylabel('IoU')
-    ax.set_title('Per-class IoU (n/a: class absent from labels and predictions)')
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.3)  # cheaper than tight_layout
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    fig = iou_figure([metrics['per_class_iou'][n] for n in names], names, palette,
+                     'Per-class IoU (n/a: class in neither labels nor predictions)',
+                     miou=metrics.get('miou'))
+    return save_figure(fig, path).name
 
 
 def _plot_confusion(path: Path, matrix: np.ndarray, names: list[str]) -> str:
+    from seg_ros.eval.plots import confusion_figure, save_figure
+
+    return save_figure(confusion_figure(matrix, names), path).name
+
+
+def latency_figure(latencies: list[float], stats: dict[str, Any], what: str) -> Any:
+    """Histogram of end-to-end latencies with p50/p90/p99 lines; the title (what was timed)
+    wraps to the figure width and the legend sits right of the axes, off the bars."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    m = matrix.astype(np.float64)
-    rows = m.sum(axis=1, keepdims=True)
-    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.42 * n + 2.5), max(4.5, 0.42 * n + 1.5)))
-    im = ax.imshow(norm, cmap='viridis', vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=60, ha='right', fontsize=7)
-    ax.set_yticks(range(n), names, fontsize=7)
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('ground truth')
-    ax.set_title('Confusion matrix (rows normalised)')
-    # Only the diagonal (per-class recall) is written out: one label per cell costs seconds of
-    # text layout for 19 classes and is unreadable anyway.
-    for i in range(n):
-        if rows[i, 0] > 0:
-            ax.text(i, i, f'{norm[i, i]:.2f}', ha='center', va='center', fontsize=5,
-                    color='white' if norm[i, i] < 0.6 else 'black')
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.subplots_adjust(left=0.2, right=0.95, top=0.93, bottom=0.22)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
-def _plot_latency(path: Path, latencies: list[float], stats: dict[str, Any], what: str) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110, layout='constrained')
     ax.hist(latencies, bins=min(50, max(10, len(latencies) // 3)), color='#4c72b0',
             edgecolor='white')
     for key, style in (('p50', '-'), ('p90', '--'), ('p99', ':')):
@@ -238,12 +205,17 @@ def _plot_latency(path: Path, latencies: list[float], stats: dict[str, Any], wha
             ax.axvline(v, color='red', linestyle=style, linewidth=1.2, label=f'{key} {v:.1f} ms')
     ax.set_xlabel('latency [ms]')
     ax.set_ylabel('frames')
-    ax.set_title(f'Latency: {what}' if what else 'Latency', fontsize=9)
-    ax.legend()
-    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.13)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    title = f'Latency: {what}' if what else 'Latency'
+    ax.set_title('\n'.join(textwrap.wrap(title, 90)), fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
+def _plot_latency(path: Path, latencies: list[float], stats: dict[str, Any], what: str) -> str:
+    from seg_ros.eval.plots import save_figure
+
+    return save_figure(latency_figure(latencies, stats, what), path).name
 
 
 def _label_text(img: np.ndarray, text: str) -> np.ndarray:
@@ -254,11 +226,48 @@ def _label_text(img: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def sample_strip(samples: list[Sample], palette: list[list[int]]) -> np.ndarray:
-    """Rows of [image | ground truth | prediction overlay], one row per sample (RGB)."""
+def class_legend(ids: set[int], class_names: list[str], palette: list[list[int]],
+                 width: int) -> np.ndarray:
+    """A colour -> class key (RGB, ``width`` wide) of the class ``ids``, wrapped into rows."""
+    font, scale, pad, sw = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 8, 14
+    entries = []
+    for i in sorted(c for c in ids if 0 <= c < len(class_names)):
+        name = str(class_names[i])
+        tw = cv2.getTextSize(name, font, scale, 1)[0][0]
+        colour = palette[i] if i < len(palette) else [128, 128, 128]
+        entries.append((name, tuple(int(v) for v in colour), sw + 4 + tw + 2 * pad))
+    rows: list[list[tuple[str, tuple[int, ...], int]]] = [[]]
+    used = 0
+    for e in entries:
+        if rows[-1] and used + e[2] > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(e)
+        used += e[2]
+    line_h = 22
+    key = np.zeros((line_h * len(rows) + 4, width, 3), np.uint8)
+    for r, row in enumerate(rows):
+        x, y = pad, 4 + r * line_h
+        for name, colour, w in row:
+            cv2.rectangle(key, (x, y + 2), (x + sw, y + 2 + sw), colour, -1)
+            cv2.rectangle(key, (x, y + 2), (x + sw, y + 2 + sw), (255, 255, 255), 1)
+            cv2.putText(key, name, (x + sw + 4, y + 14), font, scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+            x += w
+    return key
+
+
+def sample_strip(samples: list[Sample], palette: list[list[int]],
+                 class_names: list[str] | None = None) -> np.ndarray:
+    """Rows of [image | ground truth | prediction overlay], one row per sample (RGB), and
+    under them, with ``class_names``, the colour key of every class shown."""
     rows = []
+    shown: set[int] = set()
     for s in sorted(samples, key=lambda x: x.index):
         gt = colorize(s.label, palette) if s.label is not None else np.zeros_like(s.rgb)
+        shown.update(int(v) for v in np.unique(s.pred))
+        if s.label is not None:
+            shown.update(int(v) for v in np.unique(s.label) if v != IGNORE_INDEX)
         tiles = [_label_text(s.rgb, f'frame {s.index}'),
                  _label_text(gt, 'ground truth' if s.label is not None else 'no label'),
                  _label_text(overlay(s.rgb, s.pred, palette), 'prediction')]
@@ -268,11 +277,14 @@ def sample_strip(samples: list[Sample], palette: list[list[int]]) -> np.ndarray:
         rows.append(cv2.copyMakeBorder(np.hstack(tiles), 0, 2, 0, 0, cv2.BORDER_CONSTANT))
     width = max(r.shape[1] for r in rows)
     rows = [cv2.copyMakeBorder(r, 0, 0, 0, width - r.shape[1], cv2.BORDER_CONSTANT) for r in rows]
+    if class_names:
+        rows.append(class_legend(shown, class_names, palette, width))
     return np.vstack(rows)
 
 
-def _sample_strip(path: Path, samples: list[Sample], palette: list[list[int]]) -> str:
-    strip = sample_strip(samples, palette)
+def _sample_strip(path: Path, samples: list[Sample], palette: list[list[int]],
+                  class_names: list[str] | None = None) -> str:
+    strip = sample_strip(samples, palette, class_names)
     cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     return path.name
 
@@ -283,6 +295,26 @@ def _fmt(v: Any, digits: int = 4) -> str:
     if isinstance(v, float):
         return f'{v:.{digits}f}'
     return str(v)
+
+
+def _size_text(size: Any) -> str:
+    return f'{size[0]}x{size[1]}' if isinstance(size, (list, tuple)) and len(size) == 2 \
+        else _fmt(size)
+
+
+def _labels_text(labels: Any) -> str:
+    """The labels source of the run in words (the JSON record keeps the structure)."""
+    if not labels:
+        return 'none'
+    if not isinstance(labels, dict):
+        return f'`{labels}`'
+    parts = []
+    for key, value in labels.items():
+        if value is None or value == '':
+            continue
+        shown = f'`{value}`' if isinstance(value, str) else str(value)
+        parts.append(f'{key.replace("_", " ")} {shown}')
+    return ', '.join(parts) or 'none'
 
 
 def _markdown(report: dict[str, Any], class_names: list[str]) -> str:
@@ -301,10 +333,10 @@ def _markdown(report: dict[str, Any], class_names: list[str]) -> str:
               f'| bag form | {(bag.get("form") or {}).get("description", "")} |',
               f'| bag sha256 | `{bag.get("sha256")}` |',
               f'| image topic | `{cfg.get("image_topic")}` ({bag.get("image_msgtype")}) |',
-              f'| labels | {json.dumps(cfg.get("labels"))} |',
+              f'| labels | {_labels_text(cfg.get("labels"))} |',
               f'| model | `{cfg.get("model")}` ({report.get("model", {}).get("name")}) |',
               f'| backend | {report.get("model", {}).get("backend")} |',
-              f'| input size | {report.get("model", {}).get("input_size")} |']
+              f'| input size (HxW) | {_size_text(report.get("model", {}).get("input_size"))} |']
     if report.get('mode') == 'live':
         lines.append(f'| playback rate | {cfg.get("rate")}x |')
     lines += ['', '## Frames', '', '| | |', '|---|---|']
@@ -330,9 +362,11 @@ def _markdown(report: dict[str, Any], class_names: list[str]) -> str:
         lines += ['', 'Rates (Hz): ' + ', '.join(f'{k} {_fmt(v, 2)}'
                                                   for k, v in report['rate_hz'].items())]
     files = report.get('files', {})
-    lines += ['', '## Plots', '']
-    for key, title in (('iou_plot', 'Per-class IoU'), ('confusion_plot', 'Confusion matrix'),
-                       ('latency_plot', 'Latency'), ('samples', 'Samples')):
-        if key in files:
-            lines += [f'![{title}]({files[key]})', '']
+    plots = [f'![{title}]({files[key]})' for key, title in (
+        ('iou_plot', 'Per-class IoU'), ('confusion_plot', 'Confusion matrix'),
+        ('latency_plot', 'Latency'), ('samples', 'Samples')) if key in files]
+    if plots:  # --no-plots: no heading over nothing
+        lines += ['', '## Plots', '']
+        for line in plots:
+            lines += [line, '']
     return '\n'.join(lines) + '\n'

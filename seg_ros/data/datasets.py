@@ -118,12 +118,13 @@ class SegDataset(AugmentedDataset):
         if self.label_lut is not None:
             label = cv2.LUT(label, self.label_lut)
         if image.shape[:2] != label.shape:
-            raise SegRosError(f'image {img_path} is {image.shape[1]}x{image.shape[0]} but its '
-                              f'label {lab_path} is {label.shape[1]}x{label.shape[0]}')
+            raise SegRosError(f'image {img_path} is {image.shape[0]}x{image.shape[1]} (HxW) but '
+                              f'its label {lab_path} is {label.shape[0]}x{label.shape[1]}')
         if self.check_labels:
             bad = (label >= self.num_classes) & (label != self.ignore_index)
             if bad.any():
-                raise SegRosError(f'label {lab_path} has values {sorted(set(label[bad]))[:5]} '
+                shown = ', '.join(str(int(v)) for v in np.unique(label[bad])[:5])
+                raise SegRosError(f'label {lab_path} has values {shown} '
                                   f'outside 0..{self.num_classes - 1} and {self.ignore_index} '
                                   f'(classes.yaml lists {self.num_classes} classes)')
         return image, label

@@ -76,15 +76,15 @@ class PreloadedDataset(AugmentedDataset):
         self.labels = np.empty((n, *label.shape), np.uint8)
         it: Any = range(n)
         if progress:
-            from tqdm import tqdm
-            it = tqdm(it, desc='preload', unit='frame')
+            from seg_ros.progress import progress_bar
+            it = progress_bar(it, desc='preload', unit='frame')
         for i in it:
             if i:
                 image, label = base.load(i)
             if image.shape != self.images.shape[1:] or label.shape != self.labels.shape[1:]:
                 raise SegRosError(f'data.preload needs samples of one size: sample {i} is '
-                                  f'{image.shape[1]}x{image.shape[0]}, sample 0 is '
-                                  f'{self.images.shape[2]}x{self.images.shape[1]}')
+                                  f'{image.shape[0]}x{image.shape[1]}, sample 0 is '
+                                  f'{self.images.shape[1]}x{self.images.shape[2]} (HxW)')
             self.images[i] = image
             self.labels[i] = label
         log.info('preloaded %d samples (%.2f GiB)', n, need / 2**30)

@@ -81,8 +81,8 @@ def compute_centroids(dataset: Any, num_classes: int, tile_size: int = 1024,
     cents: Centroids = {c: [] for c in range(num_classes)}
     it: Any = range(len(dataset))
     if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc='class centroids', unit='label')
+        from seg_ros.progress import progress_bar
+        it = progress_bar(it, desc='class centroids', unit='label')
     for i in it:
         for c, y, x in label_centroids(dataset.load_label(i), num_classes, tile_size):
             cents[c].append((i, y, x))

@@ -977,8 +977,8 @@ def write_dataset(out_dir: str | Path, n: int, size: tuple[int, int] = (512, 102
     drive = SyntheticDrive(size=size, seed=seed)
     it = range(start, start + n * stride, stride)
     if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc='synth', unit='frame')
+        from seg_ros.progress import progress_bar
+        it = progress_bar(it, desc='synth', unit='frame')
     # PNG encoding costs more than rendering: encode on worker threads (cv2 releases the
     # GIL) with fast compression, rendering stays on this thread
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]

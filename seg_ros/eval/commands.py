@@ -1,4 +1,4 @@
-"""``seg-ros eval --weights CKPT_OR_ONNX --data DIR|KIND:ROOT[:SPLIT] [...]``."""
+"""``seg-ros eval --model CKPT_OR_ONNX --data DIR|KIND:ROOT[:SPLIT] [...]``."""
 from __future__ import annotations
 
 import argparse
@@ -6,19 +6,22 @@ import json
 import sys
 from typing import Any
 
+from seg_ros.arguments import (
+    add_model_argument,
+    add_overwrite_argument,
+    add_progress_argument,
+    add_renamed,
+    add_size_argument,
+    check_output,
+    plural,
+    size_type,
+)
 from seg_ros.errors import SegRosError
 
 __all__ = ['COMMANDS', 'add_arguments', 'run']
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected HxW, got {text!r}') from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f'size must be positive, got {text!r}')
-    return h, w
+_size = size_type()
 
 
 def _scales(text: str) -> list[float]:
@@ -33,9 +36,9 @@ def _scales(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``seg-ros eval``."""
-    parser.add_argument('--weights', required=True,
-                        help='seg_ros checkpoint (.pt), ONNX file, TensorRT engine, or a '
-                             'registered model name')
+    add_model_argument(parser, 'seg_ros checkpoint (.pt), ONNX file, TensorRT engine, or a '
+                               'registered model name')
+    add_renamed(parser, '--weights', '--model', 'model')
     parser.add_argument('--data', required=True, metavar='DIR|KIND:ROOT[:SPLIT]',
                         help='a dataset folder (layout detected: folder with classes.yaml, '
                              'Cityscapes, CamVid; DIR:SPLIT picks a split), or '
@@ -47,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--backend', default='auto',
                         choices=['auto', 'tensorrt', 'onnxruntime', 'torch'])
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
-    parser.add_argument('--input-size', type=_size, metavar='HxW',
-                        help='network input size (default: from the model metadata)')
+    add_size_argument(parser, 'network input HxW (default: from the model metadata)',
+                      old=('--input-size',))
     parser.add_argument('--flip', action='store_true',
                         help='average with the horizontally flipped frame (checkpoint only)')
     parser.add_argument('--scales', type=_scales, default=[1.0], metavar='S1,S2,...',
@@ -59,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', action='store_true', help='print the result as JSON')
     parser.add_argument('--out', help='write metrics.json, confusion_matrix.png, '
                                       'per_class_iou.png into this folder')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_overwrite_argument(parser, '--out folder')
+    add_progress_argument(parser)
 
 
 def _options(items: list[str]) -> dict[str, Any]:
@@ -71,8 +75,12 @@ def _options(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise SegRosError(f'--option expects KEY=VALUE, got {item!r}')
         value = yaml.safe_load(raw)
-        if isinstance(value, str) and 'x' in value.lower() and key.strip() == 'size':
-            value = list(_size(value))
+        if key.strip() == 'size':  # HxW or [H, W], refused here in the CLI's words
+            if isinstance(value, str):
+                value = list(_size(value))
+            elif not (isinstance(value, list) and len(value) == 2
+                      and all(isinstance(v, int) and v > 0 for v in value)):
+                raise SegRosError(f'--option size= expects HxW or [H, W], got {raw!r}')
         opts[key.strip()] = value
     return opts
 
@@ -84,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
     kind, root, split = parse_data_spec(args.data)
     if args.max_images < 0:
         raise SegRosError('--max-images must be >= 0')
-    result = evaluate(args.weights, kind, root, split, backend=args.backend,
+    check_output(args.out, args.overwrite)
+    result = evaluate(args.model, kind, root, split, backend=args.backend,
                       device=args.device, flip=args.flip, scales=args.scales,
-                      input_size=args.input_size, max_images=args.max_images,
+                      input_size=args.size, max_images=args.max_images,
                       data_options=_options(args.option), threads=args.threads,
                       progress=not args.no_progress and not args.json)
     summary = result.summary()
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(summary, sys.stdout, indent=1)
         sys.stdout.write('\n')
     else:
-        print(f'{summary["model"]} on {kind} {split} ({result.images} images, '
+        print(f'{summary["model"]} on {kind} {split} ({plural(result.images, "image")}, '
               f'{summary["backend"]}): mIoU {summary["miou"]:.4f}, '
               f'pixel accuracy {summary["pixel_accuracy"]:.4f}')
         for name, v in summary['per_class_iou'].items():

@@ -130,8 +130,8 @@ def evaluate(weights: str, kind: str, root: str | None, split: str = 'val',
         cm = ConfusionMatrix(meta.num_classes)
         it: Any = range(n)
         if progress:
-            from tqdm import tqdm
-            it = tqdm(it, desc='eval', unit='img')
+            from seg_ros.progress import progress_bar
+            it = progress_bar(it, desc='eval', unit='img')
         for i in it:
             image, label = dataset[i]
             ids = runner(image)
@@ -198,73 +198,19 @@ def _make_runner(weights: str, backend: str, device: str, tta: bool, scales: lis
 
 # ---------------------------------------------------------------------------- plots
 def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
-                   title: str = 'Confusion matrix (row-normalised)') -> Path:
-    """Heat map of the row-normalised confusion matrix (rows: ground truth) as PNG.
+                   title: str = 'Confusion matrix (rows: ground truth, % of the row)') -> Path:
+    """The confusion matrix PNG of every report (:func:`seg_ros.eval.plots.confusion_figure`)."""
+    from seg_ros.eval.plots import confusion_figure, save_figure
 
-    Classes that never occur in ground truth or prediction are dropped to keep it readable.
-    """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm, np.float64)
-    keep = np.nonzero((cm.sum(0) + cm.sum(1)) > 0)[0]
-    if keep.size == 0:
-        keep = np.arange(len(class_names))
-    sub = cm[np.ix_(keep, keep)]
-    norm = sub / np.maximum(sub.sum(1, keepdims=True), 1)
-    names = [class_names[i] for i in keep]
-    k = len(keep)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.45 * k), dpi=110)
-    im = ax.imshow(norm, cmap='viridis', vmin=0, vmax=1)
-    ax.set_xticks(range(k), names, rotation=60, ha='right', fontsize=8)
-    ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_xlabel('prediction')
-    ax.set_ylabel('ground truth')
-    ax.set_title(title, fontsize=10)
-    for r in range(k):
-        for c in range(k):
-            if norm[r, c] >= 0.005:
-                ax.text(c, r, f'{100 * norm[r, c]:.0f}', ha='center', va='center', fontsize=6,
-                        color='black' if norm[r, c] > 0.6 else 'white')
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(confusion_figure(cm, class_names, title), path)
 
 
 def plot_iou(iou: Sequence[float], class_names: Sequence[str], path: str | Path,
              title: str = 'Per-class IoU', palette: Sequence[Sequence[int]] | None = None) -> Path:
-    """Horizontal bar chart of per-class IoU (NaN classes shown as 'n/a') with the mIoU line."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    """The per-class IoU PNG of every report (:func:`seg_ros.eval.plots.iou_figure`)."""
+    from seg_ros.eval.plots import iou_figure, save_figure
 
-    iou = np.asarray(iou, np.float64)
-    k = len(class_names)
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.3 * k), dpi=110)
-    vals = np.nan_to_num(iou, nan=0.0)
-    colours = [tuple(v / 255 for v in palette[i]) for i in range(k)] if palette else None
-    ax.barh(range(k), vals, color=colours, edgecolor='black', linewidth=0.4)
-    for i, v in enumerate(iou):
-        ax.text((0 if np.isnan(v) else v) + 0.01, i, 'n/a' if np.isnan(v) else f'{v:.3f}',
-                va='center', fontsize=7)
-    if np.isfinite(iou).any():
-        m = float(np.nanmean(iou))
-        ax.axvline(m, color='red', linestyle='--', linewidth=1)
-        ax.text(m, -0.9, f'mIoU {m:.3f}', color='red', fontsize=8, ha='center')
-    ax.set_yticks(range(k), list(class_names), fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.08)
-    ax.set_xlabel('IoU')
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(iou_figure(iou, class_names, palette, title), path)
 
 
 def write_report(result: EvalResult, out: str | Path) -> dict[str, str]:
@@ -275,11 +221,11 @@ def write_report(result: EvalResult, out: str | Path) -> dict[str, str]:
     summary = result.summary()
     (out / 'metrics.json').write_text(json.dumps(summary, indent=1))
     np.save(out / 'confusion_matrix.npy', result.cm.matrix)
-    title = f'{result.info.get("model", "")} mIoU {summary["miou"]:.3f}'
+    model = result.info.get('model', '')
     return {'metrics': str(out / 'metrics.json'),
-            'confusion_matrix': str(plot_confusion(result.cm.matrix, result.class_names,
-                                                   out / 'confusion_matrix.png',
-                                                   f'{title} - confusion (row-normalised %)')),
+            'confusion_matrix': str(plot_confusion(
+                result.cm.matrix, result.class_names, out / 'confusion_matrix.png',
+                f'{model}: confusion matrix (rows: ground truth, % of the row)')),
             'per_class_iou': str(plot_iou(result.cm.iou(), result.class_names,
-                                          out / 'per_class_iou.png', f'{title} - per-class IoU',
+                                          out / 'per_class_iou.png', f'{model} per-class IoU',
                                           result.palette))}

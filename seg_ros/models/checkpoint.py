@@ -68,11 +68,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SegRosError(f'checkpoint not found: {path}')
+    if path.suffix.lower() in ('.onnx', '.engine', '.plan'):
+        raise SegRosError(f'{path}: an exported model, not a checkpoint; this needs the .pt '
+                          'checkpoint it was exported from (or a registered model name)')
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise SegRosError(f'{path}: not a readable checkpoint ({type(exc).__name__}: '
-                          f'{first_line(exc)})') from None
+        why = first_line(exc)
+        if 'weights_only' in why:  # torch's advice to unpickle untrusted code: not for users
+            why = 'holds objects other than tensors, or is not a torch file'
+        raise SegRosError(f'{path}: not a readable checkpoint ({why})') from None
     if not isinstance(data, dict) or data.get('format') != FORMAT:
         raise SegRosError(f'{path}: not a seg_ros checkpoint (for official RegSeg/SFNet-Lite '
                           f'weights run `seg-ros convert-official` first)')

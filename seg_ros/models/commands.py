@@ -4,10 +4,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 import json
-import sys
 from typing import Any
 
-from seg_ros.cli import parse_size
+from seg_ros.arguments import (
+    add_model_argument,
+    add_overwrite_argument,
+    add_progress_argument,
+    add_size_argument,
+    check_output,
+    format_size,
+)
 from seg_ros.errors import SegRosError
 
 __all__ = ['COMMANDS', 'TARGETS', 'Target', 'model_rows']
@@ -35,6 +41,8 @@ class Target:
 
 
 _FULL, _HALF = (1024, 2048), (512, 1024)
+#: the official repositories ``convert-official`` reads (= seg_ros.models.convert.FAMILIES)
+FAMILIES = ('regseg', 'sfnet-lite')
 TARGETS: dict[str, Target] = {
     'regseg48': Target(3_334_951, 0.0, 38.35, 0.005, _FULL,
                        '3.34M, 39.1 GFLOPs (fvcore; 38.35 conv MACs)'),
@@ -65,14 +73,13 @@ def _within(value: float, target: float | None, tol: float) -> bool | None:
 def model_rows(names: list[str], size: tuple[int, int], progress: bool = True
                ) -> list[dict[str, Any]]:
     """Params, GMACs at ``size`` (and at the paper's size), FOV and target check per model."""
-    from tqdm import tqdm
-
     from seg_ros.models import create_model
     from seg_ros.models.counting import count
     from seg_ros.models.fov import compute_fov
+    from seg_ros.progress import progress_bar
 
     rows = []
-    for name in tqdm(names, desc='counting', disable=not progress, file=sys.stderr):
+    for name in progress_bar(names, desc='counting', enabled=progress):
         row: dict[str, Any] = {'name': name, 'size': list(size)}
         try:
             model = create_model(name)
@@ -95,8 +102,9 @@ def model_rows(names: list[str], size: tuple[int, int], progress: bool = True
 
 
 def _add_models(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--size', default='1024x2048', help='input HxW for GMACs (default 1024x2048)')
+    add_size_argument(p, 'network input HxW for GMACs (default 1024x2048)', default=(1024, 2048))
     p.add_argument('--json', action='store_true', help='print a JSON list of objects')
+    add_progress_argument(p)
     p.add_argument('names', nargs='*', help='models to show (default: all registered)')
 
 
@@ -107,17 +115,17 @@ def _ok(v: bool | None) -> str:
 def _run_models(args: argparse.Namespace) -> int:
     from seg_ros.models import list_models
 
-    size = parse_size(args.size)
+    size = args.size
     names = args.names or list_models()
     unknown = [n for n in names if n not in list_models()]
     if unknown:
         raise SegRosError(f'unknown model(s) {", ".join(unknown)}; valid: '
                           f'{", ".join(list_models())}')
-    rows = model_rows(names, size, progress=not args.json)
+    rows = model_rows(names, size, progress=not args.json and not args.no_progress)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f'{"name":18s} {"params":>12s} {"GMACs@" + args.size:>16s} {"FOV":>6s} '
+        print(f'{"name":18s} {"params":>12s} {"GMACs@" + format_size(size):>16s} {"FOV":>6s} '
               f'{"bb FOV":>6s}  {"target params / GMACs@size":32s} {"GMACs@tgt":>9s} check')
         for r in rows:
             if 'error' in r:
@@ -136,8 +144,8 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _add_fov(p: argparse.ArgumentParser) -> None:
-    p.add_argument('model', help='registered model name')
-    p.add_argument('--size', default='1024x2048', help='input HxW (default 1024x2048)')
+    add_model_argument(p, 'registered model name', positional=True)
+    add_size_argument(p, 'network input HxW (default 1024x2048)', default=(1024, 2048))
     p.add_argument('--dilations', default=None,
                    help='RegSeg only: JSON list of per-block rates, e.g. "[[1,2],[1,4],...]"')
     p.add_argument('--json', action='store_true', help='print JSON')
@@ -153,7 +161,7 @@ def _run_fov(args: argparse.Namespace) -> int:
             overrides['dilations'] = json.loads(args.dilations)
         except json.JSONDecodeError as exc:
             raise SegRosError(f'--dilations is not valid JSON: {exc}') from exc
-    rep = compute_fov(create_model(args.model, **overrides), parse_size(args.size))
+    rep = compute_fov(create_model(args.model, **overrides), args.size)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
         return 0
@@ -171,24 +179,27 @@ def _run_fov(args: argparse.Namespace) -> int:
 
 
 def _add_convert(p: argparse.ArgumentParser) -> None:
-    from seg_ros.models.convert import FAMILIES
-
+    # the families are listed here, not imported from seg_ros.models.convert: --help must not
+    # import torch (test_cli checks both lists agree)
     p.add_argument('family', choices=FAMILIES, help='which official repository')
     p.add_argument('ckpt', help='official checkpoint (.pth)')
     p.add_argument('--out', required=True, help='seg_ros checkpoint to write')
     p.add_argument('--model', default=None,
-                   help='our model name (default: detected from the keys)')
+                   help='registered model name to convert into (default: detected from the '
+                        'keys)')
     p.add_argument('--dataset', default='cityscapes', choices=('cityscapes', 'camvid'),
                    help='class set of the weights (default cityscapes)')
-    p.add_argument('--input-size', default='1024x2048',
-                   help='HxW stored as the model input size (default 1024x2048)')
+    add_size_argument(p, 'network input HxW stored in the checkpoint (default 1024x2048)',
+                      default=(1024, 2048), old=('--input-size',))
+    add_overwrite_argument(p, '--out file')
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from seg_ros.models.convert import convert_official
 
+    check_output(args.out, args.overwrite)
     res = convert_official(args.family, args.ckpt, args.out, args.model, args.dataset,
-                           parse_size(args.input_size))
+                           args.size)
     print(f'{res["model"]}: {res["tensors"]} tensors, {res["num_classes"]} classes, '
           f'{len(res["dropped"])} dead official tensors dropped -> {res["out"]}')
     return 0

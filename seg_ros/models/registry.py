@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import importlib
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from seg_ros.errors import SegRosError
+
+if TYPE_CHECKING:  # torch is imported with the architectures, not by `seg-ros models --help`
+    from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # Architecture files, imported on first use so that `seg_ros.models.checkpoint` and friends

@@ -229,8 +229,8 @@ def load_segmenter(values: dict[str, Any], logger: Any) -> Any:
         logger.warning(f'{model} has no confidence output: ~/confidence stays silent '
                        '(re-export without --no-confidence to get it)')
     logger.info(f'model {seg.meta.model} ({seg.meta.num_classes} classes) on '
-                f'{seg.backend_name} {seg.precision} ({seg.precision_reason}), input {w}x{h} '
-                f'{values["resize_mode"]}, ready in '
+                f'{seg.backend_name} {seg.precision} ({seg.precision_reason}), input {h}x{w} '
+                f'(HxW) {values["resize_mode"]}, ready in '
                 f'{time.monotonic() - t0:.1f} s')
     return seg
 

@@ -175,7 +175,7 @@ def scale_camera_info_fields(width: int, height: int, k: Sequence[float],
     as image_proc's resize node. Distortion coefficients are scale-free and stay unchanged.
     """
     if width <= 0 or height <= 0:
-        raise SegRosError(f'camera_info has no size ({width}x{height}); cannot rescale')
+        raise SegRosError(f'camera_info has no size ({height}x{width}, HxW); cannot rescale')
     sx, sy = new_width / width, new_height / height
     k2 = [float(v) for v in k]
     p2 = [float(v) for v in p]

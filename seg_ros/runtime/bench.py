@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from seg_ros.progress import progress_bar
 from seg_ros.runtime.segmenter import Segmenter
 
 STAGES = ('preprocess_ms', 'inference_ms', 'postprocess_ms', 'total_ms')
@@ -72,8 +72,8 @@ def bench_segmenter(seg: Segmenter, frames: Sequence[np.ndarray], iters: int = 5
             baseline(i % len(frames))
     samples: dict[str, list[float]] = {k: [] for k in (*STAGES, 'cpu_ms')}
     base: dict[str, list[float]] = {'total_ms': [], 'cpu_ms': []}
-    for i in tqdm(range(iters), desc=f'bench {seg.backend_name}', disable=not progress,
-                  leave=False):
+    for i in progress_bar(range(iters), desc=f'bench {seg.backend_name}', enabled=progress,
+                          leave=False):
         k = i % len(frames)
         t0, c0 = time.perf_counter(), time.process_time()
         res = seg(frames[k], confidence=confidence, color=color, overlay=overlay)

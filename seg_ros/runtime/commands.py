@@ -8,11 +8,24 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from seg_ros.cli import non_negative_int, parse_size, positive_int
+from seg_ros.arguments import (
+    MODEL_FILE,
+    add_model_argument,
+    add_overwrite_argument,
+    add_progress_argument,
+    add_size_argument,
+    check_output,
+    format_size,
+    non_negative_int,
+    plural,
+    positive_int,
+    size_type,
+)
 from seg_ros.errors import SegRosError
 from seg_ros.runtime.backends import BACKENDS, PRECISIONS
 
 log = logging.getLogger('seg_ros.runtime')
+WEIGHTS_HELP = 'checkpoint (.pt) whose weights load into the registered model name given as MODEL'
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -22,11 +35,12 @@ def _setup_logging(verbose: bool = False) -> None:
 
 # ---------------------------------------------------------------------------- export
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('model', help='seg_ros checkpoint (.pt) or registered model name')
-    p.add_argument('--size', type=parse_size, default=None,
-                   help='network input HxW (default: the checkpoint metadata input size)')
+    add_model_argument(p, 'seg_ros checkpoint (.pt) or registered model name', positional=True)
+    add_size_argument(p, 'network input HxW (default: the checkpoint metadata input size)',
+                      old=('--input-size',))
     p.add_argument('--out', required=True, help='output .onnx file')
-    p.add_argument('--weights', default=None, help='checkpoint for a model name')
+    add_overwrite_argument(p, '--out file')
+    p.add_argument('--weights', default=None, help=WEIGHTS_HELP)
     p.add_argument('--num-classes', type=int, default=None,
                    help='classes of a bare model name without weights (default 19)')
     p.add_argument('--dynamic-batch', action='store_true', help='dynamic batch axis')
@@ -44,12 +58,13 @@ def _export_run(args: argparse.Namespace) -> int:
     from seg_ros.runtime.export import export_onnx, load_model_and_meta
 
     _setup_logging()
+    check_output(args.out, args.overwrite)
     net, meta = load_model_and_meta(args.model, args.weights, args.size, args.num_classes)
     out = export_onnx(net, meta, args.out, size=tuple(meta.input_size),  # type: ignore[arg-type]
                       dynamic_batch=args.dynamic_batch, fp16=args.fp16,
                       confidence=not args.no_confidence, trt_version=args.trt_version)
-    h, w = meta.input_size
-    print(f'wrote {out} ({meta.model}, {h}x{w}, uint8 NHWC RGB in -> uint8 ids'
+    print(f'wrote {out} ({meta.model}, {format_size(meta.input_size)}, uint8 NHWC RGB in -> '
+          'uint8 ids'
           f'{"" if args.no_confidence else " + confidence"} out, '
           f'{out.stat().st_size / 1e6:.1f} MB, passes the TensorRT {args.trt_version} parser '
           'rules)')
@@ -58,7 +73,8 @@ def _export_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- build-engine
 def _build_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('onnx', help='ONNX file from `seg-ros export`')
+    add_model_argument(p, 'ONNX file from `seg-ros export`', positional=True,
+                       metavar='MODEL.onnx')
     p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp16')
     p.add_argument('--calib', default=None,
                    help='int8 calibration frames: an image folder or a rosbag2 (dir/.mcap/.db3)')
@@ -93,10 +109,10 @@ def _build_run(args: argparse.Namespace) -> int:
         raise SegRosError('int8 needs --calib DIR_OR_BAG (real frames from your camera)')
     from seg_ros.runtime.trt_rules import check_for_installed_trt
 
-    check_for_installed_trt(Path(args.onnx))
+    check_for_installed_trt(Path(args.model))
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     path = trt_backend.build_or_load(
-        Path(args.onnx), precision=args.precision, cache_dir=cache,
+        Path(args.model), precision=args.precision, cache_dir=cache,
         out=Path(args.out) if args.out else None, calib=args.calib,
         calib_topic=args.calib_topic, calib_frames=args.calib_frames,
         max_batch=args.max_batch, workspace_mb=args.workspace_mb, rebuild=args.rebuild,
@@ -108,17 +124,17 @@ def _build_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- bench
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('model', help='.onnx / .engine / checkpoint / registered model name')
+    add_model_argument(p, MODEL_FILE, positional=True)
     p.add_argument('--backend', choices=BACKENDS, default='auto')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
     p.add_argument('--precision', choices=PRECISIONS, default='auto',
                    help='auto: fp16 on CUDA, bf16 on OpenVINO with native bf16, else fp32')
-    p.add_argument('--size', type=parse_size, default=None,
-                   help="network input HxW (default: the model file's size)")
-    p.add_argument('--frame-size', type=parse_size, default=None,
+    add_size_argument(p, "network input HxW (default: the model file's size)",
+                      old=('--input-size',))
+    p.add_argument('--frame-size', type=size_type(), default=None, metavar='HxW',
                    help='camera frame HxW (default: the network size, i.e. no resize)')
     p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch')
-    p.add_argument('--weights', default=None, help='checkpoint for a model name')
+    p.add_argument('--weights', default=None, help=WEIGHTS_HELP)
     p.add_argument('--threads', type=positive_int, default=None, help='CPU threads')
     p.add_argument('--iters', type=positive_int, default=50, help='timed frames (>= 1)')
     p.add_argument('--warmup', type=non_negative_int, default=5, help='untimed frames first')
@@ -131,6 +147,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                         'same process) and report speed-up and ids agreement')
     p.add_argument('--engine-cache-dir', default=None)
     p.add_argument('--json', action='store_true', help='print one JSON object')
+    add_progress_argument(p)
 
 
 def _bench_run(args: argparse.Namespace) -> int:
@@ -172,7 +189,8 @@ def _bench_run(args: argparse.Namespace) -> int:
         step, ids_ref = torch_eager_baseline(net, meta.mean, meta.std, frames, seg.input_size,
                                              args.threads)
     pipe = bench_segmenter(seg, frames, args.iters, args.warmup, args.confidence, args.color,
-                           args.overlay, progress=not args.json, baseline=step)
+                           args.overlay, progress=not args.json and not args.no_progress,
+                           baseline=step)
     result: dict[str, Any] = {
         **backend.describe(), 'precision': seg.precision,
         'precision_reason': seg.precision_reason, 'cpu': cpu_info().summary(),
@@ -235,24 +253,27 @@ def _print_bench(r: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- predict
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('model', help='.onnx / .engine / checkpoint / registered model name')
+    add_model_argument(p, MODEL_FILE, positional=True, inputs_after='images')
     p.add_argument('images', nargs='+',
                    help='image files (PNG, JPEG, ...), folders (their images) or quoted globs '
                         '("frames/*.png", "data/**/*.jpg")')
     p.add_argument('--out', required=True, help='output folder')
+    add_overwrite_argument(p, '--out folder')
     p.add_argument('--backend', choices=BACKENDS, default='auto')
     p.add_argument('--device', default='auto')
     p.add_argument('--precision', choices=PRECISIONS, default='auto',
                    help='auto: fp16 on CUDA, bf16 on OpenVINO with native bf16, else fp32')
-    p.add_argument('--size', type=parse_size, default=None, help='network input HxW')
+    add_size_argument(p, "network input HxW (default: the model file's size)",
+                      old=('--input-size',))
     p.add_argument('--resize-mode', choices=('stretch', 'letterbox'), default='stretch')
-    p.add_argument('--weights', default=None)
+    p.add_argument('--weights', default=None, help=WEIGHTS_HELP)
     p.add_argument('--palette', default=None,
                    help='cityscapes, camvid or a YAML palette file (default: model metadata)')
     p.add_argument('--alpha', type=_alpha, default=0.5, help='overlay alpha, 0..1')
     p.add_argument('--confidence', action='store_true', help='also write confidence PNGs')
     p.add_argument('--threads', type=positive_int, default=None)
     p.add_argument('--engine-cache-dir', default=None)
+    add_progress_argument(p)
 
 
 def _alpha(text: str) -> float:
@@ -350,6 +371,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     import cv2
 
     from seg_ros.metadata import load_palette
+    from seg_ros.progress import progress_bar
     from seg_ros.runtime.segmenter import Segmenter
 
     _setup_logging()
@@ -362,6 +384,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     for name in missing:
         print(f'seg-ros predict: skipping {name}: not found', file=sys.stderr)
     targets = output_names(files)
+    check_output(args.out, args.overwrite)
     seg = Segmenter.from_file(args.model, backend=args.backend, device=args.device,
                               precision=args.precision, input_size=args.size,
                               resize_mode=args.resize_mode, weights=args.weights,
@@ -371,7 +394,8 @@ def _predict_run(args: argparse.Namespace) -> int:
             seg.set_palette(palette)
         out = Path(args.out)
         failed, done = len(missing), 0
-        for name, rel in targets:
+        for name, rel in progress_bar(targets, enabled=not args.no_progress, desc='predict',
+                                      unit='image'):
             bgr = cv2.imread(name, cv2.IMREAD_COLOR)
             if bgr is None:
                 print(f'seg-ros predict: skipping {name}: not a readable image',
@@ -389,11 +413,11 @@ def _predict_run(args: argparse.Namespace) -> int:
                 _write_image(out / 'confidence' / f'{rel}.png', res.confidence)
             done += 1
             t = res.timings
-            print(f'{name}: {bgr.shape[1]}x{bgr.shape[0]}, inference '
+            print(f'{name}: {format_size(bgr.shape)}, inference '
                   f'{t["inference_ms"]:.1f} ms -> {rel}')
     finally:
         seg.close()
-    print(f'wrote {done} results to {out}/ (ids/, color/, overlay/)')
+    print(f'wrote {plural(done, "result")} to {out}/ (ids/, color/, overlay/)')
     if failed and not done:
         raise SegRosError('no image could be read')
     return 0 if not failed else 1
@@ -401,7 +425,8 @@ def _predict_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- quantize
 def _quantize_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('onnx', help='fp32 ONNX file from `seg-ros export`')
+    add_model_argument(p, 'fp32 ONNX file from `seg-ros export`', positional=True,
+                       metavar='MODEL.onnx')
     p.add_argument('--calib', required=True,
                    help='frames: an image folder or a rosbag2 (dir/.mcap/.db3)')
     p.add_argument('--calib-topic', default=None, help='image topic in the bag')
@@ -417,6 +442,8 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
                         'its fp32 class id (default 0.99)')
     p.add_argument('--threads', type=int, default=None, help='CPU threads for the check')
     p.add_argument('--out', required=True, help='int8 .onnx file to write')
+    add_overwrite_argument(p, '--out file')
+    add_progress_argument(p)
 
 
 def _quantize_run(args: argparse.Namespace) -> int:
@@ -426,16 +453,17 @@ def _quantize_run(args: argparse.Namespace) -> int:
     from seg_ros.runtime.quantize import quantize_onnx, require_fp32_export, split_frames
 
     _setup_logging()
-    meta = read_onnx_meta(args.onnx)
+    check_output(args.out, args.overwrite)
+    meta = read_onnx_meta(args.model)
     import onnx
 
-    require_fp32_export(onnx.load(args.onnx, load_external_data=False), args.onnx)  # fail fast
+    require_fp32_export(onnx.load(args.model, load_external_data=False), args.model)  # fail fast
     h, w = meta.input_size
     data = CalibrationData(args.calib, (h, w), num_frames=args.frames, batch_size=1,
                            topic=args.calib_topic, resize_mode=args.resize_mode,
                            mean=tuple(meta.mean))  # type: ignore[arg-type]
     calib, held_out = split_frames(list(data.frames()), args.held_out)
-    report = quantize_onnx(args.onnx, calib, held_out, args.out, args.min_agreement,
+    report = quantize_onnx(args.model, calib, held_out, args.out, args.min_agreement,
                            args.threads)
     print(f'int8 vs fp32 ids agreement on {report.held_out_frames} held-out frames: '
           f'{report.agreement:.2%} (worst frame {report.worst_frame:.2%}); calibrated on '

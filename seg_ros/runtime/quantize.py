@@ -99,11 +99,11 @@ def _set_prop(model: Any, key: str, value: str) -> None:
 
 def _agreement(reference: Any, candidate: Any, frames: Sequence[np.ndarray]) -> list[float]:
     """Per-frame share of pixels whose ``candidate`` id equals the ``reference`` id."""
-    from tqdm import tqdm
+    from seg_ros.progress import progress_bar
 
     name = reference.get_inputs()[0].name
     out = []
-    for frame in tqdm(frames, desc='int8 vs fp32', unit='frame', leave=False):
+    for frame in progress_bar(frames, desc='int8 vs fp32', unit='frame', leave=False):
         a = reference.run(['ids'], {name: frame[None]})[0]
         b = candidate.run(['ids'], {name: frame[None]})[0]
         out.append(float((a == b).mean()))

@@ -8,9 +8,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seg_ros.arguments import (
+    add_overwrite_argument,
+    add_progress_argument,
+    check_output,
+    size_type,
+)
 from seg_ros.errors import SegRosError
 
 __all__ = ['COMMANDS', 'load_config', 'write_dilation_result']
+
+#: backends latency-profile measures on (= seg_ros.search.latency.BACKENDS)
+PROFILE_BACKENDS = ('torch', 'onnxruntime')
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -109,7 +118,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--latency-table', default=None,
                         help='rtseg: latency table JSON from `seg-ros latency-profile` '
                              '(overrides the config)')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_overwrite_argument(parser, '--out folder')
+    add_progress_argument(parser)
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -121,6 +131,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg.setdefault('train', {})['steps'] = int(args.steps)
     out = Path(args.out or cfg.get('out') or f'runs/search/{args.kind}')
+    check_output(out, args.overwrite)
     if args.kind == 'dilation':
         from seg_ros.search.dnas import search_dilations
 
@@ -147,10 +158,30 @@ def run_search(args: argparse.Namespace) -> int:
 # seg-ros latency-profile
 # --------------------------------------------------------------------------------------------
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    """``seg-ros latency-profile``."""
-    from seg_ros.search.latency import add_profile_arguments as add
-
-    add(parser)
+    """``seg-ros latency-profile`` (declared here: seg_ros.search.latency imports torch, and
+    --help must not)."""
+    parser.add_argument('--backend', default='torch', choices=PROFILE_BACKENDS,
+                        help="where to measure (the target device's runtime)")
+    parser.add_argument('--config', default=None,
+                        help='rtseg search config YAML whose supernet / input size to profile '
+                             '(default: config/search/rtseg_cpu.yaml values)')
+    parser.add_argument('--size', type=size_type(), default=None, metavar='HxW',
+                        help='network input HxW (overrides the config)')
+    parser.add_argument('--samples', type=int, default=2000,
+                        help='random units to measure (2000: held-out error ~3%% here, 300: ~5%%)')
+    parser.add_argument('--models', type=int, default=12,
+                        help='random whole subnets to measure (overhead calibration)')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads (0: default)')
+    parser.add_argument('--repeats', type=int, default=7, help='timed runs per unit and round')
+    parser.add_argument('--rounds', type=int, default=5,
+                        help='passes over all units; the minimum over all runs is kept')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default='latency_table.json', help='table JSON to write')
+    parser.add_argument('--fit', action='store_true',
+                        help='also fit the latency MLP (OUT with .pt) and print its error on '
+                             'held-out units')
+    add_overwrite_argument(parser, '--out file')
+    add_progress_argument(parser)
 
 
 def run_profile(args: argparse.Namespace) -> int:

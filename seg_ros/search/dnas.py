@@ -274,11 +274,10 @@ def search_dilations(cfg: dict[str, Any], progress: bool = True) -> tuple[Dilati
         The result (rounded integer config, rates, fields of view, history) and the searched
         module (its ``integer_state_dict()`` fits the rounded model).
     """
-    from tqdm import tqdm
-
     from seg_ros.data.toy import ThinRectangles, accuracy_per_width
     from seg_ros.models import create_model
     from seg_ros.models.fov import compute_fov
+    from seg_ros.progress import progress_bar
 
     unknown = set(cfg) - set(DEFAULT_DILATION_CONFIG) - {'search', 'out'}
     if unknown:
@@ -321,7 +320,7 @@ def search_dilations(cfg: dict[str, Any], progress: bool = True) -> tuple[Dilati
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - s / max(steps, 1)) ** 0.9)
     history: list[dict[str, Any]] = [{'step': 0, 'loss': None, 'rates': net.rates()}]
     net.train()
-    bar = tqdm(range(steps), desc='dilation search', disable=not progress)
+    bar = progress_bar(range(steps), desc='dilation search', enabled=progress)
     for step in bar:
         x, y = _toy_batch(gen, range(step * bs, (step + 1) * bs))
         loss = F.cross_entropy(net(x), y)

@@ -478,9 +478,8 @@ def profile_table(supernet_cfg: Any, size: tuple[int, int], samples: int = 2000,
         The table: ``{'meta': {...}, 'units': [unit dict + 'ms'], 'models': [{'config',
         'ms'}]}``.
     """
-    from tqdm import tqdm
-
     from seg_ros.models.rtseg import RTSeg
+    from seg_ros.progress import progress_bar
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -494,8 +493,8 @@ def profile_table(supernet_cfg: Any, size: tuple[int, int], samples: int = 2000,
     best_m = [math.inf] * len(cfgs)
     # Several rounds over all units, keeping each unit's minimum: a burst of load from other
     # processes then spoils one round of a unit, not its estimate.
-    bar = tqdm(total=rounds * (len(units) + len(cfgs)), desc=f'latency-profile ({backend})',
-               disable=not progress)
+    bar = progress_bar(total=rounds * (len(units) + len(cfgs)),
+                       desc=f'latency-profile ({backend})', enabled=progress)
     for _ in range(rounds):
         for i, u in enumerate(units):
             best_u[i] = min(best_u[i], measure_unit(u, backend, repeats=repeats))
@@ -567,37 +566,14 @@ def fit_from_table(table: dict[str, Any], holdout: float = 0.2, seed: int = 0,
     return lat, report
 
 
-def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``seg-ros latency-profile``."""
-    parser.add_argument('--backend', default='torch', choices=BACKENDS,
-                        help="where to measure (the target device's runtime)")
-    parser.add_argument('--config', default=None,
-                        help='rtseg search config YAML whose supernet / input size to profile '
-                             '(default: config/search/rtseg_cpu.yaml values)')
-    parser.add_argument('--size', default=None, help='input HxW (overrides the config)')
-    parser.add_argument('--samples', type=int, default=2000,
-                        help='random units to measure (2000: held-out error ~3%% here, 300: ~5%%)')
-    parser.add_argument('--models', type=int, default=12,
-                        help='random whole subnets to measure (overhead calibration)')
-    parser.add_argument('--threads', type=int, default=1, help='torch threads (0: default)')
-    parser.add_argument('--repeats', type=int, default=7, help='timed runs per unit and round')
-    parser.add_argument('--rounds', type=int, default=5,
-                        help='passes over all units; the minimum over all runs is kept')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out', default='latency_table.json', help='table JSON to write')
-    parser.add_argument('--fit', action='store_true',
-                        help='also fit the latency MLP (OUT with .pt) and print its error on '
-                             'held-out units')
-    parser.add_argument('--no-progress', action='store_true')
-
-
 def run_profile_command(args: argparse.Namespace) -> int:
     """``seg-ros latency-profile``."""
-    from seg_ros.cli import parse_size
+    from seg_ros.arguments import check_output
     from seg_ros.search.rtseg_search import search_config
 
+    check_output(args.out, args.overwrite)
     cfg = search_config(args.config)
-    size = parse_size(args.size) if args.size else tuple(cfg['input_size'])
+    size = args.size or tuple(cfg['input_size'])
     table = profile_table(cfg['supernet_cfg'], size, args.samples, args.models, args.backend,
                           args.threads, args.seed, args.repeats, not args.no_progress,
                           args.rounds)

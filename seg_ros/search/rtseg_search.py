@@ -547,9 +547,8 @@ def search_rtseg(cfg: dict[str, Any], lat: Any, progress: bool = True) -> tuple[
     Returns:
         The searched supernet and the log history.
     """
-    from tqdm import tqdm
-
     from seg_ros.metadata import IGNORE_INDEX
+    from seg_ros.progress import progress_bar
     from seg_ros.train.losses import kl_distillation
 
     tr = cfg['train']
@@ -572,7 +571,7 @@ def search_rtseg(cfg: dict[str, Any], lat: Any, progress: bool = True) -> tuple[
     beta, gamma, lam = float(tr['beta']), float(tr['gamma']), float(tr['lambda'])
     history: list[dict[str, Any]] = []
     search.train()
-    bar = tqdm(range(steps), desc='rtseg search', disable=not progress)
+    bar = progress_bar(range(steps), desc='rtseg search', enabled=progress)
     for step in bar:
         tau = tau0 * (tau1 / tau0) ** (step / max(steps - 1, 1))  # exponential annealing
         search.set_mode('sample', tau)

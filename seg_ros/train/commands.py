@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seg_ros.arguments import add_progress_argument
 from seg_ros.errors import SegRosError
 
 __all__ = ['COMMANDS', 'add_arguments', 'data_overrides', 'resolve_config', 'run']
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', help='output folder (shortcut for --set out=DIR)')
     parser.add_argument('--print-config', action='store_true',
                         help='print the resolved config and exit')
+    add_progress_argument(parser)
 
 
 def data_overrides(spec: str) -> list[str]:

@@ -619,8 +619,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     logger = _Logger(out, d.main, cfg.tensorboard)
     bar = None
     if d.main and cfg.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=step, desc=cfg.name, unit='it', dynamic_ncols=True)
+        from seg_ros.progress import progress_bar
+        bar = progress_bar(total=total, initial=step, desc=cfg.name, unit='it', dynamic_ncols=True)
 
     # ---- checkpoint writers (rank 0)
     def deployable_state() -> dict[str, torch.Tensor]:

@@ -267,7 +267,8 @@ def tiny_ckpt(tmp_path):
 
 
 def _predict(args: list[str], capsys) -> tuple[int, str, str]:
-    rc = main(['predict', *args])
+    # the tests reuse their --out folders: the overwrite rule is tested in test_cli_vocabulary
+    rc = main(['predict', *args, '--overwrite'])
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 

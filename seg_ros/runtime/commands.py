@@ -377,6 +377,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     _setup_logging()
     # everything that can be refused without the model is checked before loading it
     palette = load_palette(args.palette)[1] if args.palette else None
+    check_output(args.out, args.overwrite)
     files, missing = expand_inputs(args.images)
     if not files:
         raise SegRosError(f'{missing[0]} not found' if len(missing) == 1 else
@@ -384,7 +385,6 @@ def _predict_run(args: argparse.Namespace) -> int:
     for name in missing:
         print(f'seg-ros predict: skipping {name}: not found', file=sys.stderr)
     targets = output_names(files)
-    check_output(args.out, args.overwrite)
     seg = Segmenter.from_file(args.model, backend=args.backend, device=args.device,
                               precision=args.precision, input_size=args.size,
                               resize_mode=args.resize_mode, weights=args.weights,

@@ -42,6 +42,17 @@ DEMO_MARKER = '.seg_ros_demo'
 SOURCE_SHA_KEY = 'seg_ros.source_sha256'
 
 
+# What the shipped model has and has not seen: written into the demo's report (issue 18).
+SHIPPED_SCOPE = (
+    'The shipped model (models/regseg48_synthetic.pt) was trained on the synthetic streets of '
+    '`seg_ros.data.synthetic` only: 32 worlds at 128x256, then 48 worlds at 256x512 '
+    '(config/train/synthetic_stage1.yaml, synthetic.yaml). This drive (world seed {seed}) is '
+    'none of them, so the score above is on a street it never saw -- but on the same renderer. '
+    'It has never seen a real camera image: on a real camera its output means nothing. For '
+    'real cameras use converted Cityscapes weights (models/README.md) or train on your own '
+    'labelled frames (config/train/folder.yaml, docs/training.md).')
+
+
 def models_dir() -> Path:
     """``models/`` of the source tree, else of the installed package share folder."""
     root = Path(__file__).resolve().parents[1]
@@ -243,6 +254,13 @@ def run(args: argparse.Namespace) -> int:
             'latency_ms': offline['latency_ms']},
         'wall_s': {'make_bag': t_bag - t0, 'offline': t_off - t_bag, 'live': t_live - t_off,
                    'total': time.monotonic() - t0}}
+    if args.model is None and not untrained:
+        scope = SHIPPED_SCOPE.format(seed=args.seed)
+        summary['model_scope'] = scope
+        report_md = out / 'report.md'
+        if report_md.is_file():
+            with open(report_md, 'a', encoding='utf-8') as f:
+                f.write(f'\n## What this model has seen\n\n{scope}\n')
     (out / 'demo_summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     print(summary_line(live))
     if untrained:

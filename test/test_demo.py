@@ -73,6 +73,7 @@ def test_small_demo_run(tmp_path, capsys):
     summary = json.loads((out / 'demo_summary.json').read_text())
     assert summary['live']['frames']['published'] == 6
     assert summary['live']['miou'] is not None and summary['offline']['miou'] is not None
+    assert 'model_scope' not in summary  # a user's model: the demo claims nothing about it
     for name in ('report.json', 'report.md', 'demo_overlay.png', 'latency_hist.png',
                  'offline/report.json', 'output_bag/metadata.yaml', 'drive_bag/metadata.yaml'):
         assert (out / name).is_file(), name
@@ -95,3 +96,13 @@ def test_shipped_onnx_is_the_export_of_the_shipped_checkpoint():
     from seg_ros.runtime.backends import read_onnx_meta
 
     assert read_onnx_meta(onnx_file).model == 'regseg48'
+
+
+def test_the_shipped_models_report_says_what_it_has_seen(tmp_path):
+    out = tmp_path / 'demo_out'
+    assert main(['demo', '--frames', '2', '--size', '64x128', '--no-offline', '--out',
+                 str(out), '--no-progress']) == 0
+    summary = json.loads((out / 'demo_summary.json').read_text())
+    assert 'synthetic streets' in summary['model_scope']
+    assert 'never seen a real camera image' in summary['model_scope']
+    assert '## What this model has seen' in (out / 'report.md').read_text()

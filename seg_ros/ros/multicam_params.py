@@ -31,7 +31,7 @@ MULTI_ONLY_PARAMS: tuple[ParamSpec, ...] = (
               choices=TRIGGERS),
     ParamSpec('anchor_camera', '', 'camera whose frames trigger batches (batch_trigger anchor)'
               "; '' = the first camera", constraints="'' or one of cameras"),
-    ParamSpec('batch_period_s', 1.0 / 30.0, 'period of the period trigger (seconds)',
+    ParamSpec('batch_period_s', 0.033, 'period of the period trigger (seconds; 0.033 = 30 Hz)',
               runtime=True, float_range=(0.001, 10.0)),
     ParamSpec('anchor_timeout_s', 0.25, 'anchor trigger: after this long without an anchor '
               'frame, any camera triggers the batch (a dead anchor never stops the others)',

@@ -253,3 +253,25 @@ def test_a_fixed_batch_model_runs_the_cameras_in_turn(exports: Any) -> None:
         results = seg.segment_prepared([seg.prepare_frame(f) for f in frames])
         for frame, result in zip(frames, results):
             np.testing.assert_array_equal(result.ids, seg(frame).ids)
+
+
+def test_batch_options_give_tensorrt_a_profile_tuned_for_the_camera_count(exports: Any) -> None:
+    """The TensorRT path cannot run here: this checks what the node hands the engine build.
+
+    The options go to ``TrtBackend.from_onnx`` -> ``build_or_load``; the engine key (the
+    real code, no TensorRT needed) then records the profile 1..N with opt = N.
+    """
+    from seg_ros.ros.node import _batch_options
+    from seg_ros.runtime.engine_cache import make_engine_key
+
+    dynamic = str(exports('regseg48', True, False))
+    static = str(exports('regseg48', False, False))
+    trt = {'backend': 'tensorrt', 'device': 'cuda'}
+    options = _batch_options(trt, dynamic, 4)
+    assert options == {'max_batch': 4, 'opt_batch': 4}
+    key = make_engine_key(dynamic, 'fp16', '10.3.0', 'Orin', '8.7', **options)
+    assert (key.min_batch, key.opt_batch, key.max_batch) == (1, 4, 4)
+    assert _batch_options(trt, static, 4) == {}  # a fixed-batch file keeps its batch of 1
+    assert _batch_options(trt, dynamic, 1) == {}
+    assert _batch_options({'backend': 'onnxruntime', 'device': 'cpu'}, dynamic, 4) == {}
+    assert _batch_options({'backend': 'torch', 'device': 'cpu'}, 'm.pt', 12) == {'max_batch': 12}

@@ -275,3 +275,19 @@ def test_batch_options_give_tensorrt_a_profile_tuned_for_the_camera_count(export
     assert _batch_options(trt, dynamic, 1) == {}
     assert _batch_options({'backend': 'onnxruntime', 'device': 'cpu'}, dynamic, 4) == {}
     assert _batch_options({'backend': 'torch', 'device': 'cpu'}, 'm.pt', 12) == {'max_batch': 12}
+
+
+def test_a_silent_anchor_does_not_make_the_worker_poll() -> None:
+    """With the anchor silent and no frame anywhere, the wait is one condition wait."""
+    calls = []
+    b = Batcher(2)
+    real_wait = b._cond.wait
+
+    def counting_wait(timeout: float | None = None) -> bool:
+        calls.append(timeout)
+        return real_wait(timeout)
+    b._cond.wait = counting_wait  # type: ignore[method-assign]
+    policy = BatchPolicy(trigger='anchor', anchor=0, anchor_timeout_s=0.001)
+    time.sleep(0.01)  # the anchor is silent from now on
+    assert b.next_batch(policy, wait_s=0.2) is None
+    assert len(calls) <= 2, calls  # not one wake-up per millisecond

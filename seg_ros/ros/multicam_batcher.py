@@ -184,10 +184,12 @@ class Batcher:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return None
-            # wake in time for the anchor-silence fallback, not only on a new frame
+            # Wake in time for the anchor-silence fallback, not only on a new frame; once the
+            # anchor is silent only a new frame can trigger, so no polling then.
             last = self._last_arrival[anchor]
-            silence_at = (self._started if last is None else last) + policy.anchor_timeout_s
-            self._cond.wait(max(1e-3, min(remaining, silence_at - self._clock())))
+            until_silent = ((self._started if last is None else last)
+                            + policy.anchor_timeout_s - self._clock())
+            self._cond.wait(remaining if until_silent <= 0 else min(remaining, until_silent))
         if self._closed:
             return None
         fresh = self._fresh()

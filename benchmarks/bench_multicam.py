@@ -99,7 +99,8 @@ def start_singles(model: Path, n: int, threads: int, backend: str,
 
 
 def measure(procs: list[NodeProcess], topics: dict[str, str], frames: list[np.ndarray],
-            rate: float, warmup_s: float, seconds: float, label: str) -> dict[str, Any]:
+            rate: float, warmup_s: float, seconds: float, label: str,
+            progress: bool = True) -> dict[str, Any]:
     """Stream every camera at ``rate`` Hz; per-camera fps, latency, total RSS."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -129,7 +130,7 @@ def measure(procs: list[NodeProcess], topics: dict[str, str], frames: list[np.nd
         end = measure_from + seconds
         next_pub, next_rss, tick = start, measure_from, 0
         bar = tqdm(total=int(warmup_s + seconds), desc=label, unit='s', leave=False,
-                   disable=not sys.stdout.isatty())
+                   disable=not (progress and sys.stdout.isatty()))
         while time.monotonic() < end:
             now = time.monotonic()
             if now >= next_pub:
@@ -209,7 +210,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xticklabels([f'N={n}' for n in counts])
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc='lower right')
     cfg = result['config']
     fig.suptitle(f'multi_camera_segmentation_node vs N segmentation_node, {cfg["model_name"]} '
                  f'{cfg["network_input"]}, frames {cfg["size"]} at {cfg["rate_hz"]:g} Hz, '
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--warmup-s', type=float, default=5.0)
     p.add_argument('--seconds', type=float, default=30.0, help='measured seconds per setup')
     p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'multicam')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             procs, topics = starter(model, n, threads, args.backend, log_dir)
             try:
                 run[mode] = measure(procs, topics, frames, args.rate, args.warmup_s,
-                                    args.seconds, f'N={n} {mode}')
+                                    args.seconds, f'N={n} {mode}', not args.no_progress)
             finally:
                 run[mode + '_exit_status'] = [proc.stop() for proc in procs]
             r = run[mode]

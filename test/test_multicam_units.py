@@ -220,16 +220,28 @@ def dynamic_onnx(exports: Any) -> Path:
     return exports('regseg48', True, False)
 
 
-@pytest.mark.parametrize('mode', ['stretch', 'letterbox'])
-def test_prepared_batch_of_mixed_resolutions_equals_frame_by_frame(dynamic_onnx: Path,
-                                                                    mode: str) -> None:
+@pytest.mark.parametrize('backend, mode', [('onnxruntime', 'stretch'),
+                                           ('onnxruntime', 'letterbox'),
+                                           ('openvino', 'letterbox'), ('torch', 'letterbox')])
+def test_prepared_batch_of_mixed_resolutions_equals_frame_by_frame(
+        dynamic_onnx: Path, tmp_path: Path, backend: str, mode: str) -> None:
     from seg_ros.runtime.segmenter import Segmenter
 
+    options: dict[str, Any] = {}
+    if backend == 'openvino':
+        pytest.importorskip('openvino')
+        options['precision'] = 'fp32'  # bf16 kernels may differ between batch sizes
+    if backend == 'torch':
+        from seg_ros.testing.node_harness import random_checkpoint
+
+        model = str(random_checkpoint(tmp_path / 'r.pt'))
+    else:
+        model = str(dynamic_onnx)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
               for h, w in ((64, 128), (120, 160), (48, 300))]
-    with Segmenter.from_file(str(dynamic_onnx), backend='onnxruntime', device='cpu',
-                             threads=1, resize_mode=mode) as seg:
+    with Segmenter.from_file(model, backend=backend, device='cpu', threads=1,
+                             resize_mode=mode, **options) as seg:
         assert seg.backend.max_batch >= 3  # one backend call for the three cameras
         results = seg.segment_prepared([seg.prepare_frame(f) for f in frames],
                                        confidence=True)

@@ -13,6 +13,7 @@ JSTAMP := $(JVENV)/.seg_ros_installed
 # An ONNX model exported in .venv (the robot venv cannot export) for the robot-minimal tests.
 TEST_ONNX := build/test_models/regseg48_64x128.onnx
 ROBOT_TESTS := test/test_launch_files.py test/test_launch_run.py test/test_robot_minimal.py \
+	test/test_multicam_launch.py \
 	test/test_ros_transport.py
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

@@ -44,6 +44,8 @@ setup(
             'seg-ros = seg_ros.cli:main',
             'segmentation_node = seg_ros.ros.node:main',
             'segmentation_lifecycle_node = seg_ros.ros.lifecycle_node:main',
+            'multi_camera_segmentation_node = seg_ros.ros.multicam_node:main',
+            'multi_camera_segmentation_lifecycle_node = seg_ros.ros.multicam_lifecycle_node:main',
         ],
     },
 )

@@ -22,17 +22,22 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from seg_ros.errors import SegRosError
-from seg_ros.ros.node import NODE_NAME, SegmentationPipeline, declare_parameters, run
+from seg_ros.ros.node import NODE_NAME, SegmentationPipeline, run
 
 
 class SegmentationLifecycleNode(LifecycleNode):
-    """Managed segmentation node; starts unconfigured."""
+    """Managed segmentation node; starts unconfigured.
+
+    ``pipeline_class`` is what the transitions drive (the multi-camera variant sets its own).
+    """
+
+    pipeline_class: type[SegmentationPipeline] = SegmentationPipeline
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self.pipeline = SegmentationPipeline(self, lifecycle=True)
+        self.pipeline = self.pipeline_class(self, lifecycle=True)
         self.add_on_set_parameters_callback(self.pipeline.on_set_parameters)
-        declare_parameters(self, read_only_load_time=False)
+        self.pipeline.declare_parameters(read_only_load_time=False)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create the publishers."""

@@ -36,6 +36,7 @@ from rcl_interfaces.msg import (
 )
 import rclpy
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -59,6 +60,7 @@ from seg_ros.ros.node_params import (
     PARAMS,
     PARAMS_BY_NAME,
     RUNTIME_PARAMS,
+    ParamSpec,
     validate_all,
     validate_value,
 )
@@ -91,7 +93,9 @@ THROTTLE_S = 5.0  # one log line per kind of bad frame every few seconds, never 
 RATE_WAIT_SLICE_S = 0.5
 
 _TYPE = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-         float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+         float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+         tuple: ParameterType.PARAMETER_STRING_ARRAY}
+OUTPUTS = ('mask', 'color', 'overlay', 'confidence')
 _RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
                 'reliable': ReliabilityPolicy.RELIABLE,
                 'system_default': ReliabilityPolicy.SYSTEM_DEFAULT}
@@ -102,15 +106,17 @@ _HISTORY = {'keep_last': HistoryPolicy.KEEP_LAST, 'keep_all': HistoryPolicy.KEEP
             'system_default': HistoryPolicy.SYSTEM_DEFAULT}
 
 
-def declare_parameters(node: Node, read_only_load_time: bool) -> None:
-    """Declare every parameter of :data:`seg_ros.ros.node_params.PARAMS` on ``node``.
+def declare_parameters(node: Node, read_only_load_time: bool,
+                       specs: tuple[ParamSpec, ...] = PARAMS) -> None:
+    """Declare every parameter of ``specs`` on ``node``.
 
     Args:
         node: the node.
         read_only_load_time: mark the parameters that are read only at start-up read-only
             (plain node), so ``ros2 param set`` says so instead of silently doing nothing.
+        specs: the parameter table (default :data:`seg_ros.ros.node_params.PARAMS`).
     """
-    for spec in PARAMS:
+    for spec in specs:
         desc = ParameterDescriptor(
             name=spec.name, type=_TYPE[type(spec.default)], description=spec.description,
             additional_constraints=spec.constraint_text(),
@@ -121,7 +127,11 @@ def declare_parameters(node: Node, read_only_load_time: bool) -> None:
         if spec.float_range is not None:
             desc.floating_point_range = [FloatingPointRange(
                 from_value=spec.float_range[0], to_value=spec.float_range[1], step=0.0)]
-        node.declare_parameter(spec.name, spec.default, desc)
+        default: Any = spec.default
+        if isinstance(default, tuple):
+            # rclpy types an empty list as a byte array: declare the type, value unset
+            default = list(default) if default else Parameter.Type.STRING_ARRAY
+        node.declare_parameter(spec.name, default, desc)
 
 
 def input_qos(values: dict[str, Any]) -> QoSProfile:
@@ -186,8 +196,14 @@ def forward_runtime_logs(logger: Any) -> None:
         root.propagate = False
 
 
-def load_segmenter(values: dict[str, Any], logger: Any) -> Any:
+def load_segmenter(values: dict[str, Any], logger: Any, batch: int = 1) -> Any:
     """Create the :class:`Segmenter` described by the parameters and warm it up.
+
+    Args:
+        values: the parameters of :data:`~seg_ros.ros.node_params.PARAMS`.
+        logger: the node's logger.
+        batch: frames per inference (the multi-camera node's camera count): a TensorRT
+            engine gets a profile tuned for it, torch accepts it, and the warm-up runs it.
 
     Raises:
         SegRosError: invalid parameters, a missing model file, an unusable backend or engine.
@@ -206,6 +222,7 @@ def load_segmenter(values: dict[str, Any], logger: Any) -> Any:
         engine_cache_dir=values['engine_cache_dir'] or None,
         threads=int(values['threads']) or None)
     kwargs.update(_engine_build_option(values, model, logger))
+    kwargs.update(_batch_options(values, model, batch))
     logger.info(f'loading {model} (backend {values["backend"]}, device {values["device"]}, '
                 f'precision {values["precision"]})')
     t0 = time.monotonic()
@@ -216,6 +233,9 @@ def load_segmenter(values: dict[str, Any], logger: Any) -> Any:
         h, w = (int(v) for v in seg.input_size)
         has_confidence = bool(getattr(seg.backend, 'has_confidence', True))
         seg(np.zeros((h, w, 3), np.uint8), color_order='rgb', confidence=has_confidence)
+        if batch > 1:  # ONNX Runtime / OpenVINO plan each new batch shape on first use
+            seg.segment_batch([np.zeros((h, w, 3), np.uint8)] * batch, color_order='rgb',
+                              confidence=has_confidence)
     except Exception as exc:  # noqa: BLE001
         if seg is not None:
             seg.close()
@@ -233,6 +253,43 @@ def load_segmenter(values: dict[str, Any], logger: Any) -> Any:
                 f'(HxW) {values["resize_mode"]}, ready in '
                 f'{time.monotonic() - t0:.1f} s')
     return seg
+
+
+def _batch_options(values: dict[str, Any], model: str, batch: int) -> dict[str, Any]:
+    """Backend options that let one inference take ``batch`` frames.
+
+    TensorRT: an optimisation profile 1..batch with opt = batch (the batch a multi-camera
+    node runs whenever every camera delivers; :func:`~seg_ros.runtime.engine_cache.
+    profile_shapes`), which needs a dynamic-batch ONNX (``seg-ros export --dynamic-batch``; a
+    checkpoint is exported that way). torch: its largest accepted batch. ONNX Runtime and
+    OpenVINO take whatever batch the ONNX file allows and need nothing.
+    """
+    if batch <= 1 or values['backend'] not in ('auto', 'tensorrt', 'torch'):
+        return {}
+    from seg_ros.runtime.backends import cuda_available, resolve_backend
+    from seg_ros.runtime.segmenter import model_kind
+
+    device = values['device']
+    if device == 'auto':
+        device = 'cuda' if cuda_available() else 'cpu'
+    try:
+        name = resolve_backend(values['backend'], model_kind(model), device)
+    except Exception:  # noqa: BLE001 - Segmenter.from_file reports the real problem
+        return {}
+    if name == 'tensorrt':
+        if model_kind(model) == 'onnx':
+            try:
+                from seg_ros.runtime.engine_cache import onnx_input_shape
+
+                static_batch, _shape = onnx_input_shape(model)
+            except Exception:  # noqa: BLE001 - the TensorRT loader reports a bad file
+                return {}
+            if static_batch is not None:
+                return {}  # a fixed-batch file: the engine keeps its batch (frames in turn)
+        return {'max_batch': batch, 'opt_batch': batch}
+    if name == 'torch':
+        return {'max_batch': max(batch, 8)}
+    return {}
 
 
 def _engine_build_option(values: dict[str, Any], model: str, logger: Any) -> dict[str, Any]:
@@ -270,6 +327,123 @@ def _engine_build_option(values: dict[str, Any], model: str, logger: Any) -> dic
     return {}
 
 
+class CameraOutputs:
+    """The per-camera outputs (``mask``, ``color``, ``overlay``, ``confidence`` and, with
+    ``publish_camera_info``, ``camera_info``) under one prefix, and how a result goes out.
+
+    The single-camera node has one under ``~``, the multi-camera node one per camera under
+    ``~/<camera>``; both publish through :meth:`publish`, so headers, lazy outputs,
+    ``output_size`` and camera_info rescaling behave the same.
+
+    Args:
+        node: the node (plain or lifecycle).
+        lifecycle: create lifecycle publishers.
+        prefix: topic prefix (``~`` or ``~/front``).
+        values: the node's parameters (``qos_output_depth``, ``publish_camera_info``).
+        on_incompatible: publisher QoS-event callback.
+    """
+
+    def __init__(self, node: Node, lifecycle: bool, prefix: str, values: dict[str, Any],
+                 on_incompatible: Any) -> None:
+        self.node = node
+        self.lifecycle = lifecycle
+        make = node.create_lifecycle_publisher if lifecycle else node.create_publisher
+        qos = QoSProfile(depth=int(values['qos_output_depth']),
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        events = PublisherEventCallbacks(incompatible_qos=on_incompatible)
+        self.pubs: dict[str, Any] = {}
+        for name in OUTPUTS:
+            self.pubs[name] = make(Image, f'{prefix}/{name}', qos, event_callbacks=events)
+        if values['publish_camera_info']:
+            self.pubs['camera_info'] = make(CameraInfo, f'{prefix}/camera_info', qos)
+
+    def destroy(self) -> None:
+        """Destroy the publishers."""
+        for pub in self.pubs.values():
+            if self.lifecycle:
+                self.node.destroy_lifecycle_publisher(pub)
+            else:
+                self.node.destroy_publisher(pub)
+        self.pubs = {}
+
+    def wanted(self, settings: RuntimeSettings) -> tuple[bool, bool, bool]:
+        """(confidence, color, overlay): enabled and subscribed (computed only then)."""
+        pubs = self.pubs
+        return (settings.publish_confidence and pubs['confidence'].get_subscription_count() > 0,
+                settings.publish_color and pubs['color'].get_subscription_count() > 0,
+                settings.publish_overlay and pubs['overlay'].get_subscription_count() > 0)
+
+    def publish(self, settings: RuntimeSettings, header: Any, rgb: np.ndarray, ids: np.ndarray,
+                conf: np.ndarray | None, want_color: bool, want_overlay: bool,
+                network_size: tuple[int, int] | None, camera_info: CameraInfo | None,
+                published: dict[str, int], on_error: Any) -> tuple[int, int]:
+        """Publish one frame's outputs with ``header`` unchanged.
+
+        Args:
+            settings: the run-time settings.
+            header: the camera frame's header.
+            rgb: the decoded frame (for ``~/overlay``).
+            ids: class ids at the frame's resolution.
+            conf: confidence at the frame's resolution, or None.
+            want_color: publish ``color``.
+            want_overlay: publish ``overlay``.
+            network_size: (h, w) to publish at (``output_size:=network``), or None.
+            camera_info: the camera's latest CameraInfo, or None.
+            published: per-output counters, incremented.
+            on_error: called with a message when camera_info cannot be rescaled.
+
+        Returns:
+            The (width, height) published.
+        """
+        if network_size is not None:
+            h, w = network_size
+            if ids.shape != (h, w):
+                ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
+                if conf is not None:
+                    conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
+                if want_overlay:
+                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        pubs = self.pubs
+        pubs['mask'].publish(Image(header=header, **array_to_image_fields(ids, 'mono8')))
+        published['mask'] += 1
+        if want_color or want_overlay:
+            from seg_ros.runtime.colorize import colorize, overlay
+
+            color = colorize(ids, settings.lut)
+            if want_color:
+                pubs['color'].publish(Image(header=header,
+                                            **array_to_image_fields(color, 'rgb8')))
+                published['color'] += 1
+            if want_overlay:
+                blended = overlay(rgb, color, settings.overlay_alpha)
+                pubs['overlay'].publish(Image(header=header,
+                                              **array_to_image_fields(blended, 'rgb8')))
+                published['overlay'] += 1
+        if conf is not None:
+            pubs['confidence'].publish(Image(header=header,
+                                             **array_to_image_fields(conf, 'mono8')))
+            published['confidence'] += 1
+        if 'camera_info' in pubs and camera_info is not None:
+            self._publish_camera_info(camera_info, header, ids.shape[1], ids.shape[0],
+                                      on_error)
+        return ids.shape[1], ids.shape[0]
+
+    def _publish_camera_info(self, src: CameraInfo, header: Any, width: int, height: int,
+                             on_error: Any) -> None:
+        info = CameraInfo(header=header, distortion_model=src.distortion_model, d=src.d,
+                          r=src.r, k=src.k, p=src.p, binning_x=src.binning_x,
+                          binning_y=src.binning_y, roi=src.roi, width=width, height=height)
+        if (src.width, src.height) != (width, height):
+            try:
+                info.k, info.p = scale_camera_info_fields(src.width, src.height, src.k, src.p,
+                                                          width, height)
+            except SegRosError as exc:
+                on_error(f'camera_info not republished: {exc}')
+                return
+        self.pubs['camera_info'].publish(info)
+
+
 class SegmentationPipeline:
     """Subscription -> one-slot buffer -> worker (decode, segment, publish), for one node.
 
@@ -277,6 +451,11 @@ class SegmentationPipeline:
     :meth:`load`, :meth:`create_publishers`, :meth:`activate`, and on the way down
     :meth:`deactivate`, :meth:`destroy_publishers`, :meth:`unload`.
     """
+
+    # The node's parameter table; the multi-camera pipeline extends it.
+    param_specs: tuple[ParamSpec, ...] = PARAMS
+    params_by_name: dict[str, ParamSpec] = PARAMS_BY_NAME
+    runtime_params: frozenset[str] = RUNTIME_PARAMS
 
     def __init__(self, node: Node, lifecycle: bool = False) -> None:
         self.node = node
@@ -289,6 +468,7 @@ class SegmentationPipeline:
         self.values: dict[str, Any] = {}
         self.settings: RuntimeSettings | None = None
         self.pubs: dict[str, Any] = {}
+        self.outputs: CameraOutputs | None = None
         self.sub: Any = None
         self.info_sub: Any = None
         self.camera_info: CameraInfo | None = None
@@ -303,23 +483,36 @@ class SegmentationPipeline:
         self._idle_warned = False
 
     # ---------------------------------------------------------------- parameters
+    def declare_parameters(self, read_only_load_time: bool) -> None:
+        """Declare this pipeline's parameters on its node."""
+        declare_parameters(self.node, read_only_load_time, self.param_specs)
+
     def read_parameters(self) -> dict[str, Any]:
-        """Current values of all declared parameters."""
-        return {p.name: self.node.get_parameter(p.name).value for p in PARAMS}
+        """Current values of all declared parameters (an unset string array: its default)."""
+        from rclpy.exceptions import ParameterUninitializedException
+
+        values: dict[str, Any] = {}
+        for spec in self.param_specs:
+            try:
+                value = self.node.get_parameter(spec.name).value
+            except ParameterUninitializedException:
+                value = spec.default
+            values[spec.name] = tuple(value) if isinstance(spec.default, tuple) else value
+        return values
 
     def on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         """Validate a parameter change; apply the run-time ones when all are valid."""
-        changes = {p.name: p.value for p in params if p.name in PARAMS_BY_NAME}
+        changes = {p.name: p.value for p in params if p.name in self.params_by_name}
         for name, value in changes.items():
-            reason = validate_value(name, value)
+            reason = validate_value(name, value, self.params_by_name)
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
-            if name not in RUNTIME_PARAMS and self.seg is not None:
+            if name not in self.runtime_params and self.seg is not None:
                 where = ('configure (cleanup first)' if self.lifecycle else 'start-up '
                          '(restart the node)')
                 return SetParametersResult(successful=False,
                                            reason=f'{name} is read at {where}')
-        if self.seg is None or not any(n in RUNTIME_PARAMS for n in changes):
+        if self.seg is None or not any(n in self.runtime_params for n in changes):
             return SetParametersResult(successful=True)
         merged = {**self.values, **changes}
         try:
@@ -394,21 +587,20 @@ class SegmentationPipeline:
 
     def create_publishers(self) -> None:
         """Output publishers (reliable), the latched class names and diagnostics."""
+        self.outputs = CameraOutputs(self.node, self.lifecycle, '~', self.values,
+                                     self._on_subscriber_incompatible)
+        self.pubs.update(self.outputs.pubs)
+        self.create_shared_publishers()
+
+    def create_shared_publishers(self) -> None:
+        """The latched class names, diagnostics and its timer (one set per node)."""
         node = self.node
         make = node.create_lifecycle_publisher if self.lifecycle else node.create_publisher
-        depth = int(self.values['qos_output_depth'])
-        out_qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        events = PublisherEventCallbacks(incompatible_qos=self._on_subscriber_incompatible)
-        for name in ('mask', 'color', 'overlay', 'confidence'):
-            self.pubs[name] = make(Image, f'~/{name}', out_qos, event_callbacks=events)
         self.pubs['class_names'] = make(String, '~/class_names', latched)
         if LabelInfo is not None:
             self.pubs['label_info'] = make(LabelInfo, '~/label_info', latched)
-        if self.values['publish_camera_info']:
-            self.pubs['camera_info'] = make(CameraInfo, '~/camera_info', out_qos)
         # Diagnostics keep flowing while a lifecycle node is inactive: that is when an
         # operator most wants to see why nothing comes out.
         self.pubs['diagnostics'] = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -427,6 +619,7 @@ class SegmentationPipeline:
             else:
                 node.destroy_publisher(pub)
         self.pubs = {}
+        self.outputs = None
 
     def activate(self) -> None:
         """Subscribe and start the worker; publishers must exist (and be active)."""
@@ -554,52 +747,22 @@ class SegmentationPipeline:
             self.stats.frame_rejected(str(exc))
             self._error(f'rejected frame (frame_id {msg.header.frame_id!r}): {exc}')
             return
-        pubs = self.pubs
-        want_conf = (settings.publish_confidence
-                     and pubs['confidence'].get_subscription_count() > 0)
-        want_color = settings.publish_color and pubs['color'].get_subscription_count() > 0
-        want_overlay = (settings.publish_overlay
-                        and pubs['overlay'].get_subscription_count() > 0)
+        outputs = self.outputs
+        assert outputs is not None
+        want_conf, want_color, want_overlay = outputs.wanted(settings)
         try:
             result = self.seg(rgb, color_order='rgb', confidence=want_conf)
         except SegRosError as exc:
             self.stats.frame_rejected(str(exc))
             self._error(f'rejected frame (frame_id {msg.header.frame_id!r}): {exc}')
             return
-        ids = result.ids
-        conf = result.confidence if want_conf else None
-        if self.values['output_size'] == 'network':
-            h, w = (int(v) for v in self.seg.input_size)
-            if ids.shape != (h, w):
-                ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
-                if conf is not None:
-                    conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
-                if want_overlay:
-                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         header = msg.header
         if not self.active:
             return  # deactivated while this frame was in inference
-        pubs['mask'].publish(Image(header=header, **array_to_image_fields(ids, 'mono8')))
-        self.published['mask'] += 1
-        if want_color or want_overlay:
-            from seg_ros.runtime.colorize import colorize, overlay
-
-            color = colorize(ids, settings.lut)
-            if want_color:
-                pubs['color'].publish(Image(header=header,
-                                            **array_to_image_fields(color, 'rgb8')))
-                self.published['color'] += 1
-            if want_overlay:
-                blended = overlay(rgb, color, settings.overlay_alpha)
-                pubs['overlay'].publish(Image(header=header,
-                                              **array_to_image_fields(blended, 'rgb8')))
-                self.published['overlay'] += 1
-        if conf is not None:
-            pubs['confidence'].publish(Image(header=header,
-                                             **array_to_image_fields(conf, 'mono8')))
-            self.published['confidence'] += 1
-        if 'camera_info' in pubs and self.camera_info is not None:
-            self._publish_camera_info(header, ids.shape[1], ids.shape[0])
+        outputs.publish(settings, header, rgb, result.ids,
+                        result.confidence if want_conf else None, want_color, want_overlay,
+                        self.network_output_size(), self.camera_info, self.published,
+                        self._error)
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         now_ns = self.node.get_clock().now().nanoseconds
         self.stats.frame_published(
@@ -607,20 +770,12 @@ class SegmentationPipeline:
             (time.monotonic() - received) * 1e3,
             result.timings.get('inference_ms') if result.timings else None)
 
-    def _publish_camera_info(self, header: Any, width: int, height: int) -> None:
-        src = self.camera_info
-        assert src is not None
-        info = CameraInfo(header=header, distortion_model=src.distortion_model, d=src.d,
-                          r=src.r, k=src.k, p=src.p, binning_x=src.binning_x,
-                          binning_y=src.binning_y, roi=src.roi, width=width, height=height)
-        if (src.width, src.height) != (width, height):
-            try:
-                info.k, info.p = scale_camera_info_fields(src.width, src.height, src.k, src.p,
-                                                          width, height)
-            except SegRosError as exc:
-                self._error(f'camera_info not republished: {exc}')
-                return
-        self.pubs['camera_info'].publish(info)
+    def network_output_size(self) -> tuple[int, int] | None:
+        """(h, w) of the network input with ``output_size:=network``, else None."""
+        if self.values['output_size'] != 'network' or self.seg is None:
+            return None
+        h, w = (int(v) for v in self.seg.input_size)
+        return h, w
 
     # ---------------------------------------------------------------- latched and periodic
     def _publish_class_names(self) -> None:
@@ -701,7 +856,7 @@ class SegmentationNode(Node):
         super().__init__(node_name, **kwargs)
         self.pipeline = SegmentationPipeline(self, lifecycle=False)
         self.add_on_set_parameters_callback(self.pipeline.on_set_parameters)
-        declare_parameters(self, read_only_load_time=True)
+        self.pipeline.declare_parameters(read_only_load_time=True)
         self.pipeline.load()
         self.pipeline.create_publishers()
         self.pipeline.activate()

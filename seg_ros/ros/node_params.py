@@ -54,8 +54,9 @@ class ParamSpec:
 
     @property
     def type_name(self) -> str:
-        """ROS parameter type: bool, integer, double or string."""
-        return {bool: 'bool', int: 'integer', float: 'double', str: 'string'}[type(self.default)]
+        """ROS parameter type: bool, integer, double, string or string array."""
+        return {bool: 'bool', int: 'integer', float: 'double', str: 'string',
+                tuple: 'string array'}[type(self.default)]
 
     def constraint_text(self) -> str:
         """Constraints as one line (choices, range, free text)."""
@@ -149,22 +150,30 @@ PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 RUNTIME_PARAMS: frozenset[str] = frozenset(p.name for p in PARAMS if p.runtime)
 
 
-def validate_value(name: str, value: Any) -> str | None:
+def validate_value(name: str, value: Any,
+                   table: dict[str, ParamSpec] | None = None) -> str | None:
     """Check one parameter value.
 
     Args:
         name: parameter name.
         value: proposed value.
+        table: the node's parameters by name (default: the single-camera node's).
 
     Returns:
         None when valid, else the reason (one sentence naming the parameter).
     """
-    spec = PARAMS_BY_NAME.get(name)
+    spec = (PARAMS_BY_NAME if table is None else table).get(name)
     if spec is None:
         return f'unknown parameter {name!r}'
     expected = type(spec.default)
     if expected is float and type(value) is int:
         value = float(value)
+    if expected is tuple:  # string array: rclpy hands over a list (None while unset)
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not all(type(v) is str for v in value):
+            return f'{name} must be a string array, got {type(value).__name__} {value!r}'
+        return None
     if type(value) is not expected:
         return (f'{name} must be a {spec.type_name}, got {type(value).__name__} '
                 f'{value!r}')
@@ -204,12 +213,18 @@ def validate_all(values: dict[str, Any]) -> None:
                           ' 0 for both uses the size stored with the model')
 
 
-def markdown_table() -> str:
-    """The parameter table of ``docs/node.md`` (a test keeps the page in sync)."""
+def markdown_table(specs: tuple[ParamSpec, ...] | None = None) -> str:
+    """A parameter table of ``docs/node.md`` (a test keeps the page in sync).
+
+    Args:
+        specs: the parameters to list (default: the single-camera node's).
+    """
     lines = ['| parameter | type | default | range / choices | run time | description |',
              '|---|---|---|---|---|---|']
-    for p in PARAMS:
-        if isinstance(p.default, bool):
+    for p in (PARAMS if specs is None else specs):
+        if isinstance(p.default, tuple):
+            default = '[' + ', '.join(p.default) + ']'
+        elif isinstance(p.default, bool):
             default = str(p.default).lower()
         elif isinstance(p.default, str):
             default = repr(p.default)

@@ -62,6 +62,19 @@ CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.ckpt')
 EXPORT_VERSION = 2  # bump when the exported graph changes; invalidates cached ONNX files
 
 
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame already fitted into the network input (:meth:`Segmenter.prepare_frame`).
+
+    Attributes:
+        net: (H, W, 3) uint8 RGB at the network input size.
+        geometry: how the original frame maps into it (undone on the way back).
+    """
+
+    net: np.ndarray
+    geometry: Geometry
+
+
 @dataclass
 class SegmentationResult:
     """What :class:`Segmenter` returns for one frame.
@@ -339,21 +352,81 @@ class Segmenter:
             for i, (image, geo) in enumerate(zip(images, geos)):
                 prepare(image, geo, color_order, self._fill, out=batch[i])
         t1 = time.perf_counter()
-        ids_net, conf_net = backend.infer(batch, confidence)
-        t2 = time.perf_counter()
+        results = self._infer_and_restore(batch, geos, confidence)
+        for r, image in zip(results, images):
+            if color or overlay:
+                col = _colorize.colorize(r.ids, self.lut)
+                if overlay:
+                    rgb = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color_order == 'bgr'
+                           else image)
+                    r.overlay = _colorize.overlay(rgb, col, overlay_alpha)
+                r.color = col if color else None
+        t4 = time.perf_counter()
+        infer_ms = results[0].timings['inference_ms'] if results else 0.0
+        timings = {'preprocess_ms': (t1 - t0) * 1e3 / n, 'inference_ms': infer_ms,
+                   'postprocess_ms': ((t4 - t1) * 1e3 / n) - infer_ms}
+        for r in results:
+            r.timings = dict(timings)
+        return results
+
+    def prepare_frame(self, image: np.ndarray, color_order: str = 'rgb') -> PreparedFrame:
+        """Fit one frame into the network input now, for a later :meth:`segment_prepared`.
+
+        A multi-camera node calls this as each camera's frame arrives (frames of any
+        resolution share the one network input size), so the batch later only stacks them.
+
+        Raises:
+            SegRosError: wrong dtype, channel count, zero size, unknown colour order.
+        """
+        if color_order not in COLOR_ORDERS:
+            raise SegRosError(f'color_order must be one of {COLOR_ORDERS}, '
+                              f'got {color_order!r}')
+        check_image(image)
+        geo = self.geometry(image.shape[0], image.shape[1])
+        h, w = self.input_size
+        net = np.empty((h, w, 3), np.uint8)
+        prepare(image, geo, color_order, self._fill, out=net)
+        return PreparedFrame(net, geo)
+
+    def segment_prepared(self, frames: Sequence[PreparedFrame],
+                         confidence: bool = False) -> list[SegmentationResult]:
+        """Segment frames from :meth:`prepare_frame` in as few backend calls as it allows.
+
+        One call for up to the backend's ``max_batch`` frames (a dynamic-batch ONNX, a
+        TensorRT profile, torch); a fixed batch-1 model runs them one after another. Ids (and
+        confidence) come back at each frame's own resolution. Timings are per frame.
+
+        Raises:
+            SegRosError: closed segmenter, a model without confidence output.
+        """
+        backend = self.backend
+        if backend is None:
+            raise SegRosError('segmenter is closed')
+        if confidence and not backend.has_confidence:
+            raise SegRosError('this model file has no confidence output (re-export it '
+                              'without --no-confidence)')
+        out: list[SegmentationResult] = []
+        for i in range(0, len(frames), backend.max_batch):
+            chunk = frames[i:i + backend.max_batch]
+            batch = np.stack([f.net for f in chunk])
+            out += self._infer_and_restore(batch, [f.geometry for f in chunk], confidence)
+        return out
+
+    def _infer_and_restore(self, batch: np.ndarray, geos: Sequence[Geometry],
+                           confidence: bool) -> list[SegmentationResult]:
+        """One backend call; ids/confidence mapped back to each frame (timings per frame)."""
+        assert self.backend is not None
+        n = len(geos)
+        t0 = time.perf_counter()
+        ids_net, conf_net = self.backend.infer(batch, confidence)
+        t1 = time.perf_counter()
         results = []
-        for i, (image, geo) in enumerate(zip(images, geos)):
+        for i, geo in enumerate(geos):
             ids = restore(ids_net[i], geo)
             conf = restore(conf_net[i], geo, cv2.INTER_LINEAR) if conf_net is not None else None
-            col = _colorize.colorize(ids, self.lut) if (color or overlay) else None
-            blend = None
-            if overlay:
-                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color_order == 'bgr' else image
-                blend = _colorize.overlay(rgb, col, overlay_alpha)  # type: ignore[arg-type]
-            results.append(SegmentationResult(ids, conf, col if color else None, blend))
-        t3 = time.perf_counter()
-        timings = {'preprocess_ms': (t1 - t0) * 1e3 / n, 'inference_ms': (t2 - t1) * 1e3 / n,
-                   'postprocess_ms': (t3 - t2) * 1e3 / n}
+            results.append(SegmentationResult(ids, conf))
+        t2 = time.perf_counter()
+        timings = {'inference_ms': (t1 - t0) * 1e3 / n, 'postprocess_ms': (t2 - t1) * 1e3 / n}
         for r in results:
             r.timings = dict(timings)
         return results

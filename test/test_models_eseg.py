@@ -177,7 +177,7 @@ def test_onnx_export_matches_torch_lite_s(tmp_path: Path) -> None:
     _export_and_compare('eseg_lite_s', tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive  # eseg_lite_s runs in make test; the other five: ~140 s
 @pytest.mark.parametrize('name', [n for n in ALL if n != 'eseg_lite_s'])
 def test_onnx_export_matches_torch(name: str, tmp_path: Path) -> None:
     # ~10-60 s each on 2 cores: the dynamo exporter's time grows with the op count (B7 = 55

@@ -596,6 +596,7 @@ def test_build_engine_command_is_what_the_cli_parses() -> None:
     import argparse
     import shlex
 
+    from seg_ros.arguments import resolve_model
     from seg_ros.runtime.commands import _build_args
 
     cmd = trt_backend.build_engine_command('/share/my model.onnx', 'int8', '/c', max_batch=4,
@@ -606,7 +607,8 @@ def test_build_engine_command_is_what_the_cli_parses() -> None:
     parser = argparse.ArgumentParser()
     _build_args(parser)
     args = parser.parse_args(shlex.split(cmd)[2:])
-    assert (args.onnx, args.precision, args.out, args.max_batch, args.opt_batch) == \
+    resolve_model(args)  # what `seg-ros` does after parsing: positional or --model
+    assert (args.model, args.precision, args.out, args.max_batch, args.opt_batch) == \
         ('/share/my model.onnx', 'int8', '/e.engine', 4, 2)
     assert (args.device, args.calib, args.calib_topic, args.resize_mode) == \
         ('cuda:1', '/data/drive', '/cam', 'letterbox')

@@ -48,6 +48,7 @@ from seg_ros.ros.multicam_params import (
 from seg_ros.ros.node import (
     OUTPUTS,
     CameraOutputs,
+    SegmentationNode,
     SegmentationPipeline,
     _policy_name,
     input_qos,
@@ -427,27 +428,17 @@ class MultiCameraPipeline(SegmentationPipeline):
         return status
 
 
-class MultiCameraSegmentationNode(Node):
-    """The multi-camera node: loads the model at construction and starts processing.
+class MultiCameraSegmentationNode(SegmentationNode):
+    """The multi-camera node: the single node's start-up and shutdown, with the multi-camera
+    pipeline.
 
     Raises:
         SegRosError: from the constructor, for invalid parameters or a model that cannot be
             loaded (``main`` turns it into one log line and exit status 1).
     """
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        self.pipeline = MultiCameraPipeline(self, lifecycle=False)
-        self.add_on_set_parameters_callback(self.pipeline.on_set_parameters)
-        self.pipeline.declare_parameters(read_only_load_time=True)
-        self.pipeline.load()
-        self.pipeline.create_publishers()
-        self.pipeline.activate()
-
-    def shutdown(self) -> None:
-        """Stop the worker and free the model (before ``destroy_node``)."""
-        self.pipeline.deactivate()
-        self.pipeline.unload()
+    pipeline_class = MultiCameraPipeline
+    default_name = NODE_NAME
 
 
 def main(args: list[str] | None = None) -> int:

@@ -852,9 +852,13 @@ class SegmentationNode(Node):
             loaded (``main`` turns it into one log line and exit status 1).
     """
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        self.pipeline = SegmentationPipeline(self, lifecycle=False)
+    # the multi-camera node reuses this class with its own pipeline and name
+    pipeline_class: type = SegmentationPipeline
+    default_name = NODE_NAME
+
+    def __init__(self, node_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(node_name or self.default_name, **kwargs)
+        self.pipeline = self.pipeline_class(self, lifecycle=False)
         self.add_on_set_parameters_callback(self.pipeline.on_set_parameters)
         self.pipeline.declare_parameters(read_only_load_time=True)
         self.pipeline.load()

@@ -320,13 +320,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     if path is not None:
         p = Path(path)
         tree = read_yaml(p, f'training config not found: {p}') or {}
-    apply_overrides(tree, overrides)
-    try:
-        cfg = _build(TrainConfig, tree, '')
-    except TypeError as exc:
-        raise SegRosError(f'bad training config: {exc}') from exc
-    cfg.validate()
-    return cfg
+    return config_from_dict(tree, overrides)
 
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -12,7 +12,10 @@ For each camera count N, this process publishes N synchronised cameras at ``--ra
 one setup at a time, and records every mask that comes back. Figures per setup: output
 frames/s per camera and in total, end-to-end latency (publish here -> mask received here)
 p50/p99, and the total resident memory of the node processes (sampled every second; mean and
-max over the measured window). Equal thread budget: the batched node gets ``--threads``
+max over the measured window). ``--rounds`` R alternates the two setups R times (batched,
+singles, batched, ...): a shared 2-core VM drifts by +-10 % within minutes, so every figure is
+the median of the rounds and the JSON keeps each round and each round's ratio. Equal thread
+budget: the batched node gets ``--threads``
 inference threads, each single node ``max(1, threads // N)`` (the JSON says when N single
 nodes oversubscribe the budget because one thread each is already more).
 
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from seg_ros.runtime.cpu import cpu_info
 from seg_ros.testing.node_harness import NodeProcess, RosClient, make_image, rss_mib
 from seg_ros.testing.ros_env import ros_environment
 
@@ -180,6 +184,17 @@ def measure(procs: list[NodeProcess], topics: dict[str, str], frames: list[np.nd
         client.close()
 
 
+def median_run(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-key median of ``measure`` results (numbers only; the rest from round 1)."""
+    out = dict(rounds[0])
+    for key, value in rounds[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            vals = [r[key] for r in rounds if r.get(key) is not None]
+            out[key] = float(np.median(vals)) if vals else None
+    out['rounds'] = len(rounds)
+    return out
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """Per-camera fps, latency p50/p99 and total RSS per camera count, batched vs singles."""
     import matplotlib
@@ -203,18 +218,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
                   label=f'{label} p99', zorder=3)
         c.bar(x + off, [r['rss_total_mib_mean'] or 0.0 for r in runs], width, label=label)
     a.axhline(result['config']['rate_hz'], color='k', ls=':', label='camera rate')
-    for ax, title, ylabel in ((a, 'output per camera', 'frames/s'),
-                              (b, 'end-to-end latency', 'ms'),
-                              (c, 'total resident memory', 'MiB')):
+    # legends where the bars are lowest: fps falls with N, latency and memory grow
+    for ax, title, ylabel, where in ((a, 'output per camera', 'frames/s', 'center right'),
+                                     (b, 'end-to-end latency', 'ms', 'upper left'),
+                                     (c, 'total resident memory', 'MiB', 'upper left')):
         ax.set_xticks(x)
         ax.set_xticklabels([f'N={n}' for n in counts])
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8, loc='lower right')
+        ax.legend(fontsize=8, loc=where)
     cfg = result['config']
     fig.suptitle(f'multi_camera_segmentation_node vs N segmentation_node, {cfg["model_name"]} '
                  f'{cfg["network_input"]}, frames {cfg["size"]} at {cfg["rate_hz"]:g} Hz, '
-                 f'{cfg["backend"]} CPU, {cfg["threads"]}-thread budget, {cfg["cpus"]} CPUs')
+                 f'{cfg["backend"]} CPU, {cfg["threads"]}-thread budget, {cfg["cpus"]} CPUs'
+                 f'; median of {cfg.get("rounds", 1)} rounds')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -233,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--backend', default='onnxruntime', choices=('onnxruntime', 'openvino'))
     p.add_argument('--warmup-s', type=float, default=5.0)
     p.add_argument('--seconds', type=float, default=30.0, help='measured seconds per setup')
+    p.add_argument('--rounds', type=int, default=3,
+                   help='alternations of the two setups per camera count (medians reported)')
     p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'multicam')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     args = p.parse_args(argv)
@@ -257,26 +276,39 @@ def main(argv: list[str] | None = None) -> int:
         'network_input': f'{net[0]}x{net[1]}', 'model_max_batch': int(max_batch),
         'size': f'{args.size[0]}x{args.size[1]}', 'rate_hz': args.rate,
         'threads': args.threads, 'backend': args.backend, 'warmup_s': args.warmup_s,
-        'seconds': args.seconds, 'cpus': os.cpu_count(), 'command': ' '.join(sys.argv)},
+        'seconds': args.seconds, 'rounds': args.rounds, 'cpus': os.cpu_count(),
+        'cpu': cpu_info().summary(), 'command': ' '.join(sys.argv)},
         'runs': {}}
     log_dir = args.out / 'logs'
     log_dir.mkdir(exist_ok=True)
+    print(f'CPU: {cpu_info().summary()}; {os.cpu_count()} cores', flush=True)
     for n in args.cameras:
         single_threads = max(1, args.threads // n)
         run: dict[str, Any] = {'single_node_threads': single_threads,
                                'singles_oversubscribe': single_threads * n > args.threads}
-        for mode, starter, threads in (('batched', start_batched, args.threads),
-                                       ('singles', start_singles, single_threads)):
-            procs, topics = starter(model, n, threads, args.backend, log_dir)
-            try:
-                run[mode] = measure(procs, topics, frames, args.rate, args.warmup_s,
-                                    args.seconds, f'N={n} {mode}', not args.no_progress)
-            finally:
-                run[mode + '_exit_status'] = [proc.stop() for proc in procs]
-            r = run[mode]
-            print(f'N={n} {mode}: {r["fps_per_camera_mean"]:.2f} fps/camera, total '
-                  f'{r["fps_total"]:.2f} fps, latency p50 {r["latency_p50_ms"]} ms p99 '
-                  f'{r["latency_p99_ms"]} ms, RSS {r["rss_total_mib_mean"]:.0f} MiB', flush=True)
+        rounds: dict[str, list[dict[str, Any]]] = {'batched': [], 'singles': []}
+        for k in range(args.rounds):
+            for mode, starter, threads in (('batched', start_batched, args.threads),
+                                           ('singles', start_singles, single_threads)):
+                procs, topics = starter(model, n, threads, args.backend, log_dir)
+                label = f'N={n} {mode} round {k + 1}/{args.rounds}'
+                try:
+                    r = measure(procs, topics, frames, args.rate, args.warmup_s,
+                                args.seconds, label, not args.no_progress)
+                finally:
+                    r_exit = [proc.stop() for proc in procs]
+                r['exit_status'] = r_exit
+                rounds[mode].append(r)
+                print(f'{label}: {r["fps_per_camera_mean"]:.2f} fps/camera, total '
+                      f'{r["fps_total"]:.2f} fps, latency p50 {r["latency_p50_ms"]:.0f} ms '
+                      f'p99 {r["latency_p99_ms"]:.0f} ms, RSS {r["rss_total_mib_mean"]:.0f} '
+                      'MiB', flush=True)
+        for mode in rounds:
+            run[mode] = median_run(rounds[mode])
+            run[mode + '_rounds'] = rounds[mode]
+        run['round_throughput_ratios'] = [
+            b['fps_total'] / s['fps_total'] if s['fps_total'] else None
+            for b, s in zip(rounds['batched'], rounds['singles'])]
         b, s = run['batched'], run['singles']
         run['ratios'] = {
             'rss_batched_over_singles': b['rss_total_mib_mean'] / s['rss_total_mib_mean'],

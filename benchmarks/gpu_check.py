@@ -18,6 +18,10 @@ and OpenCV are optional: sections that need them report why they were skipped.
    loaded with ``TrtBackend``, ids agreement with ONNX Runtime, dynamic batch 1-4 (each batch
    equal to its frames run one by one), latency; int8 with a 64-frame folder calibration,
    reporting how many frames TensorRT consumed (from the engine sidecar).
+4. ``multicam``: issue 19's GPU target: regseg48 at 256x512 on the torch backend (fp16,
+   channels_last on CUDA), one batch of ``--cameras`` frames (what the multi-camera node runs)
+   against the same frames as ``--cameras`` sequential batch-1 inferences: p50 per round,
+   throughput ratio (target >= 2x at 6 cameras) and the batched ids equal to the single ones.
 
 Models have seeded random weights (speed does not depend on them; agreement on untrained
 logits is the hard case: near ties flip in fp16). Writes ``--out`` (JSON) and prints a table.
@@ -158,6 +162,45 @@ def torch_section(models: tuple[str, ...], sizes: tuple[tuple[int, int], ...], d
             except Exception as exc:  # noqa: BLE001 - reported, the next model runs
                 row.update(_error(exc))
     return rows
+
+
+# ---------------------------------------------------------------------------- 4. multicam
+def multicam_section(size: tuple[int, int], device: str, cameras: int, iters: int,
+                     warmup: int, budget: Budget) -> dict[str, Any]:
+    """One batch of ``cameras`` frames vs as many batch-1 inferences (torch backend)."""
+    from seg_ros.runtime.backends import TorchBackend
+
+    row: dict[str, Any] = {'model': 'regseg48', 'size': list(size), 'cameras': cameras}
+    if budget.left() < 20:
+        return {**row, 'skipped': 'time budget'}
+    cuda = device.startswith('cuda')
+    try:
+        net, meta = make_net('regseg48', size)
+        row['precision'] = 'fp16' if cuda else 'fp32'
+        backend = TorchBackend(net, meta, size, device=device, precision=row['precision'],
+                               max_batch=max(cameras, 8))
+        test = frames(cameras, size, seed=3)
+        for _ in range(warmup):
+            backend.infer(test)
+            backend.infer(test[:1])
+        seq, bat = [], []
+        for _ in range(iters):
+            t = time.perf_counter()
+            singles = [backend.infer(f[None])[0][0] for f in test]
+            seq.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            batched, _ = backend.infer(test)
+            bat.append((time.perf_counter() - t) * 1e3)
+        backend.close()
+        row['sequential_ms'], row['batched_ms'] = stats(seq), stats(bat)
+        row['throughput_ratio'] = row['sequential_ms']['p50'] / row['batched_ms']['p50']
+        row['ids_agree_batched_vs_single'] = float(np.mean(
+            [agreement(a, b) for a, b in zip(batched, singles)]))
+        if cuda:
+            torch.cuda.empty_cache()
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON
+        row.update(_error(exc))
+    return row
 
 
 # ---------------------------------------------------------------------------- 2. AMP
@@ -405,6 +448,14 @@ def print_table(report: dict[str, Any]) -> None:
         frames_used = i8.get('calib_frames_consumed', i8.get('skipped', '-') if i8 else '-')
         print(f'{r["model"]:<16}{"equal" if ort_ok else "DIFF":>10}{cells[0]:>10}{cells[1]:>8}'
               f'{cells[2]:>10}{cells[3]:>8}{str(frames_used)[:12]:>12}')
+    mc = report.get('multicam', {})
+    if 'error' in mc or 'skipped' in mc:
+        print(f'multicam: {mc.get("error") or mc.get("skipped")}')
+    elif mc:
+        print(f'multicam {mc["cameras"]} cameras {"x".join(map(str, mc["size"]))} '
+              f'{mc["precision"]}: {mc["cameras"]} x batch 1 {_fmt(mc["sequential_ms"])} ms, '
+              f'one batch {_fmt(mc["batched_ms"])} ms -> {mc["throughput_ratio"]:.2f}x '
+              f'(target >= 2x), ids agree {100 * mc["ids_agree_batched_vs_single"]:.2f}%')
 
 
 def _errors(obj: Any, path: str = '') -> list[str]:
@@ -430,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--amp-steps', type=int, default=10)
     p.add_argument('--trt-size', default='512x1024', help='HxW of the TensorRT exports')
     p.add_argument('--calib-frames', type=int, default=64)
+    p.add_argument('--cameras', type=int, default=6, help='batch of the multicam section')
     p.add_argument('--budget-s', type=float, default=450.0,
                    help='wall-clock budget; later work is skipped and listed as such')
     p.add_argument('--work', default=None, help='folder for exports and engines (default temp)')
@@ -468,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
                                                   args.warmup, args.calib_frames, work, budget)
     except Exception as exc:  # noqa: BLE001
         report['export_trt'] = {'models': [], **_error(exc)}
+    report['multicam'] = multicam_section((64, 128) if args.quick else (256, 512),
+                                          args.device, args.cameras, args.iters,
+                                          args.warmup, budget)
+    print(f'  multicam done ({budget.elapsed():.0f} s)', flush=True)
     report['seconds'] = budget.elapsed()
     report['rclpy_imported'] = 'rclpy' in sys.modules
     errors = _errors(report)

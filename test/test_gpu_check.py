@@ -42,7 +42,11 @@ def test_gpu_check_dry_run_without_rclpy(tmp_path: Path) -> None:
     assert exp['ort_dynamic_batch_agree'] == {'1': 1.0, '2': 1.0, '3': 1.0, '4': 1.0}
     assert report['export_trt']['tensorrt'] is None
     assert report['export_trt']['tensorrt_skipped']
+    mc = report['multicam']  # issue 19's batch-vs-sequential check, on the CPU here
+    assert mc['cameras'] == 6 and mc['batched_ms']['n'] == 3
+    assert mc['ids_agree_batched_vs_single'] == 1.0
     assert 'regseg48' in proc.stdout and 'amp train' in proc.stdout  # the table
+    assert 'multicam 6 cameras' in proc.stdout
 
 
 def test_gpu_check_helpers() -> None:

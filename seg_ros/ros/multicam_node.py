@@ -10,18 +10,22 @@ header unchanged.
 Threading: each camera's subscription callback decodes its frame and fits it into the
 network input at once (preprocessing on arrival overlaps the running inference), then puts
 it in that camera's one-slot buffer of the :class:`~seg_ros.ros.multicam_batcher.Batcher`
-(drop-oldest, latest frame only). One worker thread waits for the batch trigger (the anchor
-camera's frame or a period), runs one inference over every camera with a fresh frame and
-publishes each camera's outputs. A bad frame is rejected in its own camera's callback, so it
-never reaches a batch; a dead or slow camera is waited for at most ``camera_timeout_s`` once,
-then reported. Parameters, publishers, the model loading and the diagnostics are those of
-the single-camera node (:class:`~seg_ros.ros.node.SegmentationPipeline`, which this extends).
+(drop-oldest, latest frame only). The inference thread waits for the batch trigger (the
+anchor camera's frame or a period) and runs one inference over every camera with a fresh
+frame; the publishing thread colours, blends and publishes each camera's outputs of that
+batch while the next one is already in inference (one batch ahead at most: a slow
+subscriber delays the next inference, it never piles up batches). A bad frame is rejected
+in its own camera's callback, so it never reaches a batch; a dead or slow camera is waited
+for at most ``camera_timeout_s`` once, then reported. Parameters, publishers, the model
+loading and the diagnostics are those of the single-camera node
+(:class:`~seg_ros.ros.node.SegmentationPipeline`, which this extends).
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
 import functools
+import queue
 import sys
 import threading
 import time
@@ -63,6 +67,7 @@ except ImportError:  # pragma: no cover - Humble
 
 NODE_NAME = 'multi_camera_segmentation_node'
 BATCH_SIZES_KEPT = 200  # mean batch size over the last batches (diagnostics)
+HANDOFF_WAIT_S = 0.5  # how often a thread waiting on the other one re-checks for a stop
 
 
 @dataclass
@@ -73,6 +78,18 @@ class _Frame:
     rgb: np.ndarray
     prepared: Any
     received: float
+
+
+@dataclass
+class _Inferred:
+    """A batch out of inference, on its way to the publishing thread."""
+
+    batch: Batch
+    order: list[int]
+    frames: list[_Frame]
+    results: list[Any]
+    wanted: dict[int, tuple[bool, bool, bool]]
+    confidence: bool
 
 
 class _CameraState:
@@ -110,6 +127,8 @@ class MultiCameraPipeline(SegmentationPipeline):
         self.batch_sizes: deque[int] = deque(maxlen=BATCH_SIZES_KEPT)
         self.batch_errors = 0
         self._batch_reported = 0
+        self.publisher: threading.Thread | None = None
+        self._handoff: queue.Queue[_Inferred] = queue.Queue(maxsize=1)
 
     # ---------------------------------------------------------------- lifecycle of the parts
     def load(self) -> None:
@@ -173,8 +192,13 @@ class MultiCameraPipeline(SegmentationPipeline):
         self._wake.clear()
         self.batch_stats.reset_input_clock()
         self.active = True
-        self.worker = threading.Thread(target=self._run, name='multicam_worker', daemon=True)
+        self._handoff = queue.Queue(maxsize=1)
+        self.worker = threading.Thread(target=self._run, name='multicam_inference',
+                                       daemon=True)
+        self.publisher = threading.Thread(target=self._run_publisher, name='multicam_publish',
+                                          daemon=True)
         self.worker.start()
+        self.publisher.start()
         self._publish_class_names()
         self.log.info(f'segmenting {len(self.cams)} cameras -> '
                       f'{node.get_fully_qualified_name()}/<camera>/{{mask,color,overlay,'
@@ -182,16 +206,19 @@ class MultiCameraPipeline(SegmentationPipeline):
                       f'{values["qos_reliability"]}, depth {values["qos_depth"]})')
 
     def deactivate(self) -> None:
-        """Unsubscribe and stop the worker (the batch in flight finishes first)."""
+        """Unsubscribe and stop both threads (the inference in flight finishes first; its
+        outputs and a batch waiting to be published are dropped)."""
         self.active = False
         self._stop.set()
         self._wake.set()
         self.batcher.close()
-        if self.worker is not None:
-            self.worker.join(timeout=30.0)
-            if self.worker.is_alive():
-                self.log.warning('the worker did not stop within 30 s')
-            self.worker = None
+        for attr in ('worker', 'publisher'):
+            thread = getattr(self, attr)
+            if thread is not None:
+                thread.join(timeout=30.0)
+                if thread.is_alive():
+                    self.log.warning(f'the {thread.name} thread did not stop within 30 s')
+                setattr(self, attr, None)
         for cam in self.cams:
             for sub in (cam.sub, cam.info_sub):
                 if sub is not None:
@@ -251,6 +278,7 @@ class MultiCameraPipeline(SegmentationPipeline):
                            max_spread_s=float(v['max_stamp_spread_s']))
 
     def _run(self) -> None:
+        """Inference thread: trigger -> one inference -> hand the batch to the publisher."""
         last_start: float | None = None
         while not self._stop.is_set():
             try:
@@ -260,19 +288,50 @@ class MultiCameraPipeline(SegmentationPipeline):
                 if batch is None or not batch.frames:
                     continue
                 last_start = time.monotonic()
-                self._process_batch(batch)
+                inferred = self._infer_batch(batch)
+                if inferred is not None:
+                    self._hand_over(inferred)
             except Exception as exc:  # noqa: BLE001 - the node must survive any one batch
                 if not self.node.context.ok() or self._stop.is_set():
                     break
-                reason = f'{type(exc).__name__}: {exc}'
-                self.batch_errors += 1
-                self.batch_stats.inference_failed(reason)
-                self._error(f'processing a batch failed: {reason}')
+                self._batch_failed(exc)
 
-    def _process_batch(self, batch: Batch) -> None:
+    def _run_publisher(self) -> None:
+        """Publishing thread: each camera's outputs of a batch, while the next one infers."""
+        while not self._stop.is_set():
+            try:
+                inferred = self._handoff.get(timeout=HANDOFF_WAIT_S)
+            except queue.Empty:
+                continue
+            if not self.active:
+                continue  # deactivated while this batch waited: dropped, like one in inference
+            try:
+                self._publish_batch(inferred)
+            except Exception as exc:  # noqa: BLE001 - the node must survive any one batch
+                if not self.node.context.ok() or self._stop.is_set():
+                    break
+                self._batch_failed(exc)
+
+    def _hand_over(self, inferred: _Inferred) -> None:
+        # Waits while the publisher still has the previous batch: inference runs one batch
+        # ahead at most, so frames are never older than two batches.
+        while not self._stop.is_set():
+            try:
+                self._handoff.put(inferred, timeout=HANDOFF_WAIT_S)
+                return
+            except queue.Full:
+                continue
+
+    def _batch_failed(self, exc: Exception) -> None:
+        reason = f'{type(exc).__name__}: {exc}'
+        self.batch_errors += 1
+        self.batch_stats.inference_failed(reason)
+        self._error(f'processing a batch failed: {reason}')
+
+    def _infer_batch(self, batch: Batch) -> _Inferred | None:
         settings, seg = self.settings, self.seg
         if settings is None or seg is None:
-            return
+            return None
         self.batch_stats.frame_received()
         order = sorted(batch.frames)
         frames: list[_Frame] = [batch.frames[i].item for i in order]
@@ -291,18 +350,26 @@ class MultiCameraPipeline(SegmentationPipeline):
                 self.cams[i].stats.inference_failed(reason)
             raise
         if not self.active:
-            return  # deactivated while this batch was in inference
+            return None  # deactivated while this batch was in inference
+        return _Inferred(batch, order, frames, results, wanted, want_conf)
+
+    def _publish_batch(self, inferred: _Inferred) -> None:
+        settings = self.settings
+        if settings is None:
+            return
         network = self.network_output_size()
         now_ns = self.node.get_clock().now().nanoseconds
         latencies = []
+        results = inferred.results
         inference_ms = sum(r.timings.get('inference_ms', 0.0) for r in results)
-        for i, frame, result in zip(order, frames, results):
+        for i, frame, result in zip(inferred.order, inferred.frames, results):
             cam = self.cams[i]
-            conf_i, color_i, overlay_i = wanted[i]
+            conf_i, color_i, overlay_i = inferred.wanted[i]
             try:
                 assert cam.outputs is not None
                 cam.outputs.publish(settings, frame.header, frame.rgb, result.ids,
-                                    result.confidence if conf_i and want_conf else None,
+                                    result.confidence if conf_i and inferred.confidence
+                                    else None,
                                     color_i, overlay_i, network, cam.camera_info,
                                     cam.published, self._error)
             except Exception as exc:  # noqa: BLE001 - the other cameras still get theirs
@@ -316,9 +383,9 @@ class MultiCameraPipeline(SegmentationPipeline):
                 latencies.append(latency)
             cam.stats.frame_published(latency, (time.monotonic() - frame.received) * 1e3,
                                       inference_ms)
-        self.batch_sizes.append(len(order))
+        self.batch_sizes.append(len(inferred.order))
         self.batch_stats.frame_published(max(latencies) if latencies else None,
-                                         (time.monotonic() - batch.triggered_at) * 1e3,
+                                         (time.monotonic() - inferred.batch.triggered_at) * 1e3,
                                          inference_ms)
 
     # ---------------------------------------------------------------- diagnostics

@@ -261,10 +261,12 @@ def _batch_options(values: dict[str, Any], model: str, batch: int) -> dict[str, 
     TensorRT: an optimisation profile 1..batch with opt = batch (the batch a multi-camera
     node runs whenever every camera delivers; :func:`~seg_ros.runtime.engine_cache.
     profile_shapes`), which needs a dynamic-batch ONNX (``seg-ros export --dynamic-batch``; a
-    checkpoint is exported that way). torch: its largest accepted batch. ONNX Runtime and
-    OpenVINO take whatever batch the ONNX file allows and need nothing.
+    checkpoint is exported that way). torch: its largest accepted batch. ONNX Runtime: no
+    CPU memory arena (it would keep the peak of a whole batch for good; see
+    :func:`~seg_ros.runtime.backends.ort_session_options`). OpenVINO takes whatever batch the
+    ONNX file allows and needs nothing.
     """
-    if batch <= 1 or values['backend'] not in ('auto', 'tensorrt', 'torch'):
+    if batch <= 1 or values['backend'] not in ('auto', 'tensorrt', 'torch', 'onnxruntime'):
         return {}
     from seg_ros.runtime.backends import cuda_available, resolve_backend
     from seg_ros.runtime.segmenter import model_kind
@@ -289,6 +291,8 @@ def _batch_options(values: dict[str, Any], model: str, batch: int) -> dict[str, 
         return {'max_batch': batch, 'opt_batch': batch}
     if name == 'torch':
         return {'max_batch': max(batch, 8)}
+    if name == 'onnxruntime':
+        return {'memory_pattern': False}
     return {}
 
 

@@ -45,12 +45,13 @@ SOURCE_SHA_KEY = 'seg_ros.source_sha256'
 # What the shipped model has and has not seen: written into the demo's report (issue 18).
 SHIPPED_SCOPE = (
     'The shipped model (models/regseg48_synthetic.pt) was trained on the synthetic streets of '
-    '`seg_ros.data.synthetic` only: 32 worlds at 128x256, then 48 worlds at 256x512 '
-    '(config/train/synthetic_stage1.yaml, synthetic.yaml). This drive (world seed {seed}) is '
-    'none of them, so the score above is on a street it never saw -- but on the same renderer. '
-    'It has never seen a real camera image: on a real camera its output means nothing. For '
-    'real cameras use converted Cityscapes weights (models/README.md) or train on your own '
-    'labelled frames (config/train/folder.yaml, docs/training.md).')
+    '`seg_ros.data.synthetic` only: 32 worlds at 128x256, then 48 and 96 worlds at 256x512 '
+    '(config/train/synthetic_stage1.yaml, synthetic.yaml, synthetic_stage3.yaml). This drive '
+    '(world seed {seed}) is none of them, so the score above is on a street it never saw -- '
+    'but on the same renderer. It has never seen a real camera image: on a real camera its '
+    'output means nothing. For real cameras use converted Cityscapes weights '
+    '(models/README.md) or train on your own labelled frames (config/train/folder.yaml, '
+    'docs/training.md).')
 
 
 def models_dir() -> Path:

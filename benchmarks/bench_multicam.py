@@ -15,9 +15,9 @@ p50/p99, and the total resident memory of the node processes (sampled every seco
 max over the measured window). ``--rounds`` R alternates the two setups R times (batched,
 singles, batched, ...): a shared 2-core VM drifts by +-10 % within minutes, so every figure is
 the median of the rounds and the JSON keeps each round and each round's ratio. Equal thread
-budget: the batched node gets ``--threads``
-inference threads, each single node ``max(1, threads // N)`` (the JSON says when N single
-nodes oversubscribe the budget because one thread each is already more).
+budget: the batched node gets ``--threads`` inference threads, each single node
+``max(1, threads // N)`` (the JSON says when N single nodes oversubscribe the budget because
+one thread each is already more).
 
 The model is the shipped checkpoint ``models/regseg48_synthetic.pt`` exported once with a
 dynamic batch axis (the shipped ``.onnx`` has a fixed batch of 1; same weights), or
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     with Segmenter.from_file(str(model), backend='onnxruntime', device='cpu', threads=1) as seg:
         meta_name, net = seg.meta.model, seg.input_size
         max_batch = seg.backend.max_batch
+    cpu = cpu_info().summary()
     drive = SyntheticDrive(size=args.size, seed=7)
     frames = [drive.frame(i)[0] for i in range(6)]
     result: dict[str, Any] = {'config': {
@@ -277,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         'size': f'{args.size[0]}x{args.size[1]}', 'rate_hz': args.rate,
         'threads': args.threads, 'backend': args.backend, 'warmup_s': args.warmup_s,
         'seconds': args.seconds, 'rounds': args.rounds, 'cpus': os.cpu_count(),
-        'cpu': cpu_info().summary(), 'command': ' '.join(sys.argv)},
+        'cpu': cpu, 'command': ' '.join(sys.argv)},
         'runs': {}}
     log_dir = args.out / 'logs'
     log_dir.mkdir(exist_ok=True)
-    print(f'CPU: {cpu_info().summary()}; {os.cpu_count()} cores', flush=True)
+    print(f'CPU: {cpu}; {os.cpu_count()} cores', flush=True)
     for n in args.cameras:
         single_threads = max(1, args.threads // n)
         run: dict[str, Any] = {'single_node_threads': single_threads,

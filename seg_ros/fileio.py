@@ -15,6 +15,10 @@ from typing import Any, BinaryIO
 
 from seg_ros.errors import SegRosError, first_line
 
+# What counts as an image file wherever seg_ros reads a folder of frames (training and eval
+# folders, calibration frames, predict, make-bag): what OpenCV's imread decodes.
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(f)`` on a temp file beside ``path``, fsync, then rename it over ``path``.

@@ -29,9 +29,9 @@ from seg_ros.bag.io import (
 from seg_ros.bag.labels import read_label_png
 from seg_ros.encodings import encode_compressed
 from seg_ros.errors import SegRosError
+from seg_ros.fileio import IMAGE_SUFFIXES
 from seg_ros.progress import progress_bar
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
 DEFAULT_LABEL_TOPIC = '/labels'
 DEFAULT_CAMERA_INFO_TOPIC = '/camera/camera_info'
@@ -73,7 +73,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def folder_frames(src: Path) -> tuple[int, Iterator[SourceFrame]]:
@@ -86,7 +86,7 @@ def folder_frames(src: Path) -> tuple[int, Iterator[SourceFrame]]:
     mask_dir = src / 'masks' if (src / 'masks').is_dir() else None
     images = _images_in(image_dir)
     if not images:
-        raise SegRosError(f'{image_dir}: no images ({", ".join(IMAGE_EXTENSIONS)})')
+        raise SegRosError(f'{image_dir}: no images ({", ".join(IMAGE_SUFFIXES)})')
 
     def gen() -> Iterator[SourceFrame]:
         for p in images:

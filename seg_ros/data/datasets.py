@@ -21,7 +21,7 @@ import numpy as np
 from seg_ros.data.base import AugmentedDataset, Transform
 from seg_ros.data.toy import ThinRectanglesDataset
 from seg_ros.errors import SegRosError
-from seg_ros.fileio import read_yaml
+from seg_ros.fileio import IMAGE_SUFFIXES, read_yaml
 from seg_ros.metadata import (
     CAMVID_CLASSES,
     CAMVID_PALETTE,
@@ -33,7 +33,6 @@ from seg_ros.metadata import (
 log = logging.getLogger(__name__)
 
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 KINDS = ('cityscapes', 'camvid', 'folder', 'synthetic', 'toy')
 
 # Official Cityscapes labelId -> trainId (cityscapesScripts helpers/labels.py); every other
@@ -200,7 +199,7 @@ def _need_dir(path: Path, what: str) -> Path:
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def cityscapes_items(root: str | Path, split: str) -> list[tuple[Path, Path]]:

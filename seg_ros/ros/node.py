@@ -262,7 +262,7 @@ def _batch_options(values: dict[str, Any], model: str, batch: int) -> dict[str, 
     node runs whenever every camera delivers; :func:`~seg_ros.runtime.engine_cache.
     profile_shapes`), which needs a dynamic-batch ONNX (``seg-ros export --dynamic-batch``; a
     checkpoint is exported that way). torch: its largest accepted batch. ONNX Runtime: no
-    CPU memory arena (it would keep the peak of a whole batch for good; see
+    memory patterns (one planned block per batch size seen, each kept for good; see
     :func:`~seg_ros.runtime.backends.ort_session_options`). OpenVINO takes whatever batch the
     ONNX file allows and needs nothing.
     """

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from seg_ros.errors import SegRosError
-from seg_ros.fileio import atomic_write_bytes
+from seg_ros.fileio import IMAGE_SUFFIXES, atomic_write_bytes
 
 # OpenCV (and the preprocess module, which needs it) only when frames are read: loading an
 # engine through trt_backend must work where OpenCV is not installed (a bare CUDA machine).
@@ -31,7 +31,6 @@ RESIZE_MODES = ('stretch', 'letterbox')  # == seg_ros.runtime.preprocess.RESIZE_
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
 # rosbag2 storage files, and ROS 1 bags (seg_ros.bag.io.BagReader reads every form)
 BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
 

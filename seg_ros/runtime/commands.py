@@ -298,7 +298,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
     """
     import glob
 
-    from seg_ros.runtime.calibration import IMAGE_SUFFIXES
+    from seg_ros.fileio import IMAGE_SUFFIXES
 
     files: list[str] = []
     missing: list[str] = []

@@ -17,7 +17,9 @@ singles, batched, ...): a shared 2-core VM drifts by +-10 % within minutes, so e
 the median of the rounds and the JSON keeps each round and each round's ratio. Equal thread
 budget: the batched node gets ``--threads`` inference threads, each single node
 ``max(1, threads // N)`` (the JSON says when N single nodes oversubscribe the budget because
-one thread each is already more).
+one thread each is already more). ``--backend`` defaults to what both nodes pick on a CPU
+(``backend auto``): OpenVINO when installed (bf16 on CPUs with native bf16; the batched node
+splits its batch over one stream per thread), else ONNX Runtime.
 
 The model is the shipped checkpoint ``models/regseg48_synthetic.pt`` exported once with a
 dynamic batch axis (the shipped ``.onnx`` has a fixed batch of 1; same weights), or
@@ -247,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     p.add_argument('--threads', type=int, default=os.cpu_count() or 1,
                    help='inference thread budget (the batched node; split among singles)')
-    p.add_argument('--backend', default='onnxruntime', choices=('onnxruntime', 'openvino'))
+    p.add_argument('--backend', choices=('onnxruntime', 'openvino'),
+                   help="default: the nodes' CPU default (backend auto): openvino when "
+                        'installed, else onnxruntime')
     p.add_argument('--warmup-s', type=float, default=5.0)
     p.add_argument('--seconds', type=float, default=30.0, help='measured seconds per setup')
     p.add_argument('--rounds', type=int, default=3,
@@ -255,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'multicam')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     args = p.parse_args(argv)
+    if args.backend is None:
+        from seg_ros.runtime.backends import openvino_installed
+
+        args.backend = 'openvino' if openvino_installed() else 'onnxruntime'
     args.out.mkdir(parents=True, exist_ok=True)
 
     env = ros_environment()

@@ -56,19 +56,19 @@ def node(onnx_model: Path, tmp_path_factory: pytest.TempPathFactory) -> NodeProc
 class Cameras:
     """The test side: one publisher per camera, the masks recorded per camera by stamp."""
 
-    def __init__(self, node: NodeProcess) -> None:
+    def __init__(self, node: NodeProcess, name: str = NODE, prefix: str = '') -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        self.proc = node
+        self.proc, self.name = node, name
         self.client = RosClient('multicam_test_client')
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        self.pubs = {c: self.client.node.create_publisher(Image, f'/{c}/image_raw',
+        self.pubs = {c: self.client.node.create_publisher(Image, f'{prefix}/{c}/image_raw',
                                                           qos_profile_sensor_data)
                      for c in CAMERAS}
         for c in CAMERAS:
-            self.client.record(f'{NODE}/{c}/mask', Image, reliable)
+            self.client.record(f'{name}/{c}/mask', Image, reliable)
         self.client.record('/diagnostics', DiagnosticArray, 10, keep=False)
         self.next_stamp = 5_000 * 1_000_000_000
         rng = np.random.default_rng(4)
@@ -80,7 +80,7 @@ class Cameras:
             raise AssertionError(f'the node died:\n{self.proc.log()[-3000:]}')
 
     def masks(self, camera: str) -> dict[int, Any]:
-        return self.client.received[f'{NODE}/{camera}/mask']
+        return self.client.received[f'{self.name}/{camera}/mask']
 
     def stamp(self) -> int:
         self.next_stamp += 1_000_000
@@ -89,7 +89,7 @@ class Cameras:
     def wait_ready(self, timeout: float = 180.0) -> None:
         ok = self.client.spin_until(
             lambda: (all(p.get_subscription_count() > 0 for p in self.pubs.values())
-                     and self.client.node.count_publishers(f'{NODE}/rear/mask') > 0),
+                     and self.client.node.count_publishers(f'{self.name}/rear/mask') > 0),
             timeout, self.check)
         assert ok, f'node not ready:\n{self.proc.log()[-3000:]}'
 
@@ -248,6 +248,35 @@ def test_startup_errors_are_one_clear_line(onnx_model: Path) -> None:
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 1, (name, out)
         assert cases[name][1] in out and 'Traceback' not in out, (name, out)
+
+
+def test_openvino_streams_serve_every_camera(onnx_model: Path, offline: Any,
+                                            tmp_path: Path) -> None:
+    """The CPU default backend: a batch split over two OpenVINO streams, ids per camera."""
+    pytest.importorskip('openvino')
+    name = 'multicam_openvino'
+    topics = ','.join(f'/ov/{c}/image_raw' for c in CAMERAS)
+    proc = NodeProcess(['-p', f'model:={onnx_model}', '-p', 'backend:=openvino',
+                        '-p', 'precision:=fp32', '-p', 'device:=cpu', '-p', 'threads:=2',
+                        '-p', f'cameras:=[{",".join(CAMERAS)}]', '-p', f'image_topics:=[{topics}]',
+                        '-p', 'diagnostics_period:=0.2', '-r', f'__node:={name}'],
+                       tmp_path / 'node.log', env=dict(os.environ), module=MODULE)
+    harness = Cameras(proc, name=f'/{name}', prefix='/ov')
+    try:
+        harness.wait_ready()
+        msgs = {c: harness.frame_msg(c) for c in CAMERAS}
+        masks = harness.round(msgs, CAMERAS)
+        for c in CAMERAS:
+            assert stamp_ns(masks[c].header) == stamp_ns(msgs[c].header)
+            assert (masks[c].height, masks[c].width) == SIZES[c]
+            # OpenVINO fp32 against ONNX Runtime fp32: the same ids up to rounding ties
+            assert (_ids(masks[c]) == offline(harness.frames[c]).ids).mean() >= 0.999
+        batch = harness.diagnostics()[f'/{name}: batch'][2]
+        assert batch['backend'] == 'openvino' and batch['inference streams'] == '2'
+    finally:
+        harness.client.close()
+        assert proc.stop() == 0
+    assert 'Traceback' not in proc.log()
 
 
 def test_clean_shutdown_on_sigint(cams: Cameras, node: NodeProcess) -> None:

@@ -5,6 +5,7 @@ which frames a batch holds and what is counted, never how fast anything ran.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 import threading
 import time
@@ -294,6 +295,16 @@ def test_batch_options_give_tensorrt_a_profile_tuned_for_the_camera_count(export
         'memory_pattern': False}
     assert _batch_options({'backend': 'onnxruntime', 'device': 'cpu'}, dynamic, 1) == {}
     assert _batch_options({'backend': 'torch', 'device': 'cpu'}, 'm.pt', 12) == {'max_batch': 12}
+    # OpenVINO on the CPU: one stream per thread, at most one per camera
+    ov = {'backend': 'openvino', 'device': 'cpu', 'threads': 2}
+    assert _batch_options(ov, dynamic, 4) == {'streams': 2}
+    assert _batch_options({**ov, 'threads': 8}, dynamic, 3) == {'streams': 3}
+    assert _batch_options({**ov, 'threads': 1}, dynamic, 4) == {}
+    assert _batch_options(ov, dynamic, 1) == {}
+    cpus = os.cpu_count() or 1  # threads 0: one stream per CPU
+    assert _batch_options({**ov, 'threads': 0}, dynamic, 64) == (
+        {'streams': cpus} if cpus > 1 else {})
+    assert _batch_options({**ov, 'device': 'gpu'}, dynamic, 4) == {}  # an Intel GPU: no streams
 
 
 def test_a_silent_anchor_does_not_make_the_worker_poll() -> None:

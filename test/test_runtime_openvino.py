@@ -55,6 +55,30 @@ def test_dynamic_batch_equals_one_by_one(exports: Any) -> None:
     assert conf is None and ids.shape == (1, *SIZE)
 
 
+def test_streams_split_a_batch_and_give_the_one_stream_ids(exports: Any) -> None:
+    """The multi-camera node's CPU path: parts of one batch on concurrent streams."""
+    frames = _frames(3)  # 3 frames on 2 streams: parts of 2 and 1
+    path = exports('rtseg_s', True, False)
+    one = OpenVinoBackend(path, precision='fp32', threads=2)
+    two = OpenVinoBackend(path, precision='fp32', threads=2, streams=2)
+    assert (one.streams, two.streams) == (1, 2)
+    assert two.compiled.get_property('NUM_STREAMS') == 2
+    assert two.describe()['streams'] == 2
+    for n in (3, 2, 1):  # whole split, even split, a lone frame on one stream
+        ids1, conf1 = one.infer(frames[:n], True)
+        ids2, conf2 = two.infer(frames[:n], True)
+        assert ids2.shape == (n, *SIZE) and conf2.shape == (n, *SIZE)
+        assert (ids1 == ids2).mean() >= 0.9999
+        assert np.abs(conf1.astype(int) - conf2).max() <= 1
+    ids2, conf2 = two.infer(frames, False)
+    assert conf2 is None and ids2.shape == (3, *SIZE)
+    # a fixed-batch file cannot split its batch of 1: one stream, whatever was asked
+    assert OpenVinoBackend(exports('rtseg_s', False, False), streams=2).streams == 1
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(SegRosError, match='streams must be a positive integer'):
+            OpenVinoBackend(path, streams=bad)  # type: ignore[arg-type]
+
+
 def test_compiled_model_is_cached(exports: Any, tmp_path: Path) -> None:
     cache = tmp_path / 'ov_cache'
     OpenVinoBackend(exports('rtseg_s', False, False), cache_dir=cache).close()

@@ -490,6 +490,8 @@ class MultiCameraPipeline(SegmentationPipeline):
                               if seg is not None else 'n/a'),
             'model max batch': (str(getattr(seg.backend, 'max_batch', 1)) if seg is not None
                                 and seg.backend is not None else 'n/a'),
+            'inference streams': (str(getattr(seg.backend, 'streams', 1)) if seg is not None
+                                  and seg.backend is not None else 'n/a'),
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status

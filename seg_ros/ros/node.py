@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -263,10 +264,12 @@ def _batch_options(values: dict[str, Any], model: str, batch: int) -> dict[str, 
     profile_shapes`), which needs a dynamic-batch ONNX (``seg-ros export --dynamic-batch``; a
     checkpoint is exported that way). torch: its largest accepted batch. ONNX Runtime: no
     memory patterns (one planned block per batch size seen, each kept for good; see
-    :func:`~seg_ros.runtime.backends.ort_session_options`). OpenVINO takes whatever batch the
-    ONNX file allows and needs nothing.
+    :func:`~seg_ros.runtime.backends.ort_session_options`). OpenVINO on the CPU: one stream
+    per thread, up to ``batch`` (``threads`` 0: one per CPU), so the parts of a batch run at
+    the same time instead of every layer being split over the threads
+    (:class:`~seg_ros.runtime.openvino_backend.OpenVinoBackend`'s ``streams``).
     """
-    if batch <= 1 or values['backend'] not in ('auto', 'tensorrt', 'torch', 'onnxruntime'):
+    if batch <= 1:
         return {}
     from seg_ros.runtime.backends import cuda_available, resolve_backend
     from seg_ros.runtime.segmenter import model_kind
@@ -293,6 +296,10 @@ def _batch_options(values: dict[str, Any], model: str, batch: int) -> dict[str, 
         return {'max_batch': max(batch, 8)}
     if name == 'onnxruntime':
         return {'memory_pattern': False}
+    if name == 'openvino' and values['device'] in ('auto', 'cpu'):  # not an Intel GPU
+        # (a fixed-batch file runs one stream: the backend cannot split its batch of 1)
+        threads = int(values.get('threads') or 0) or os.cpu_count() or 1
+        return {'streams': min(batch, threads)} if threads > 1 else {}
     return {}
 
 

@@ -72,6 +72,18 @@ def test_streams_split_a_batch_and_give_the_one_stream_ids(exports: Any) -> None
         assert np.abs(conf1.astype(int) - conf2).max() <= 1
     ids2, conf2 = two.infer(frames, False)
     assert conf2 is None and ids2.shape == (3, *SIZE)
+    # a part that fails to start: the error reaches the caller, the started part is waited
+    # for, and the next batch runs on both streams again
+    real = two._requests[1]
+
+    class Refuses:
+        def start_async(self, inputs: Any) -> None:
+            raise RuntimeError('stream refused')
+    two._requests[1] = Refuses()  # type: ignore[call-overload]
+    with pytest.raises(RuntimeError, match='stream refused'):
+        two.infer(frames, True)
+    two._requests[1] = real
+    assert (two.infer(frames, True)[0] == one.infer(frames, True)[0]).mean() >= 0.9999
     # a fixed-batch file cannot split its batch of 1: one stream, whatever was asked
     assert OpenVinoBackend(exports('rtseg_s', False, False), streams=2).streams == 1
     for bad in (0, -1, 1.5, True):

@@ -100,8 +100,8 @@ class OpenVinoBackend(Backend):
             with all ``threads`` (OpenVINO's latency mode, the fastest for one frame). More:
             OpenVINO's throughput mode, ``threads`` shared among the streams, and a batch is
             split into that many parts run at the same time, one per stream. On the 2-core
-            AMX Xeon, 4x256x512 regseg48 bf16 took 58.6 ms as 2 streams of 1 thread against
-            65.3 ms as one 2-thread inference (interleaved medians): separate streams need no
+            AMX Xeon, 4x256x512 regseg48 bf16 took 64.1 ms as 2 streams of 1 thread against
+            76.1 ms as one 2-thread inference (interleaved medians): separate streams need no
             synchronisation between the threads of one layer. A file with a fixed batch
             runs one stream.
     """
@@ -188,14 +188,19 @@ class OpenVinoBackend(Backend):
                 conf = np.array(out[self._conf], copy=True) if confidence else None
                 return ids, conf
             requests = self._requests[:parts]
-            started = []
+            started, failures = [], []
             try:
                 for request, chunk in zip(requests, np.array_split(batch, parts)):
                     request.start_async({0: chunk})
                     started.append(request)
             finally:
-                for request in started:  # never leave a request running on a failure
-                    request.wait()
+                for request in started:  # never leave a request running, even on a failure
+                    try:
+                        request.wait()
+                    except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest
+                        failures.append(exc)
+            if failures:
+                raise failures[0]
             # concatenate copies out of the requests' reused buffers
             ids = np.concatenate([r.get_tensor(self._ids).data for r in requests])
             conf = (np.concatenate([r.get_tensor(self._conf).data for r in requests])

@@ -156,11 +156,10 @@ class OpenVinoBackend(Backend):
         if 'ids' not in outputs:
             raise SegRosError(f'{path}: no "ids" output (outputs: {outputs})')
         self.has_confidence = 'confidence' in outputs
-        config: dict[str, Any] = {'PERFORMANCE_HINT': 'LATENCY'}
         if shape[0].is_static:  # a fixed-batch file's batch cannot be split: one stream
             streams = 1
-        if streams > 1:
-            config = {'PERFORMANCE_HINT': 'THROUGHPUT', 'NUM_STREAMS': streams}
+        config: dict[str, Any] = ({'PERFORMANCE_HINT': 'THROUGHPUT', 'NUM_STREAMS': streams}
+                                  if streams > 1 else {'PERFORMANCE_HINT': 'LATENCY'})
         if PRECISION_HINTS[precision] is not None:
             config['INFERENCE_PRECISION_HINT'] = PRECISION_HINTS[precision]
         if threads and target == 'CPU':

@@ -177,9 +177,10 @@ class Segmenter:
             **backend_options: passed to the backend (torch: ``cuda_graph``,
                 ``channels_last``; tensorrt: ``calib``, ``calib_topic``, ``rebuild``,
                 ``max_batch``, ``opt_batch``, ``allow_tf32``, ``build``; onnxruntime:
-                ``providers``, ``tensorrt_ep``, ``memory_pattern``). The TensorRT backend
-                calibrates int8 with this ``resize_mode``; ONNX Runtime's TensorRT execution
-                provider keeps its engines under ``engine_cache_dir``.
+                ``providers``, ``tensorrt_ep``, ``memory_pattern``; openvino: ``streams``).
+                The TensorRT backend calibrates int8 with this ``resize_mode``; ONNX
+                Runtime's TensorRT execution provider keeps its engines under
+                ``engine_cache_dir``.
 
         Raises:
             SegRosError: missing file, unknown backend, impossible combination, an engine

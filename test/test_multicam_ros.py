@@ -113,10 +113,21 @@ class Cameras:
         raise AssertionError(f'no masks for {expect}:\n{self.proc.log()[-2000:]}')
 
     def diagnostics(self, timeout: float = 10.0) -> dict[str, Any]:
-        """Name -> (level, message, key/values) of a fresh /diagnostics message."""
-        self.client.latest.pop('/diagnostics', None)
-        assert self.client.spin_until(lambda: '/diagnostics' in self.client.latest, timeout,
-                                      self.check)
+        """Name -> (level, message, key/values) of a fresh /diagnostics message of this node.
+
+        Another node of the module may publish on /diagnostics too; its messages are skipped.
+        """
+        latest = self.client.latest
+        latest.pop('/diagnostics', None)
+
+        def ours() -> bool:
+            msg = latest.get('/diagnostics')
+            if msg is not None and not any(s.name.startswith(f'{self.name}:')
+                                           for s in msg.status):
+                latest.pop('/diagnostics', None)
+                return False
+            return msg is not None
+        assert self.client.spin_until(ours, timeout, self.check)
         return {s.name: (s.level, s.message, {kv.key: kv.value for kv in s.values})
                 for s in self.client.latest['/diagnostics'].status}
 

@@ -84,6 +84,22 @@ def test_streams_split_a_batch_and_give_the_one_stream_ids(exports: Any) -> None
         two.infer(frames, True)
     two._requests[1] = real
     assert (two.infer(frames, True)[0] == one.infer(frames, True)[0]).mean() >= 0.9999
+    # every stream runs single frames (a stream keeps buffers for the largest batch it ran)
+    shapes: list[tuple[int, ...]] = []
+
+    class Records:
+        def __init__(self, request: Any) -> None:
+            self.request = request
+
+        def start_async(self, inputs: Any) -> None:
+            shapes.append(inputs[0].shape)
+            self.request.start_async(inputs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.request, name)
+    two._requests = [Records(r) for r in two._requests]  # type: ignore[misc]
+    ids2, _ = two.infer(frames, False)
+    assert shapes == [(1, *SIZE, 3)] * 3 and (ids2 == one.infer(frames)[0]).mean() >= 0.9999
     # a fixed-batch file cannot split its batch of 1: one stream, whatever was asked
     assert OpenVinoBackend(exports('rtseg_s', False, False), streams=2).streams == 1
     for bad in (0, -1, 1.5, True):

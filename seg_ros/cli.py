@@ -58,6 +58,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             'seg_ros.models.commands'),
     'convert-official': ('convert an official RegSeg / SFNet-Lite checkpoint',
                          'seg_ros.models.commands'),
+    'meta': ('show the metadata of a checkpoint, or copy it with another serving size',
+             'seg_ros.models.commands'),
     'export': ('export a model or checkpoint to ONNX (uint8 in, class ids out)',
                'seg_ros.runtime.commands'),
     'build-engine': ('build a TensorRT engine from ONNX (fp32/fp16/int8, cached)',

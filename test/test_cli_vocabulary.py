@@ -20,8 +20,8 @@ LONG = {'models', 'bench', 'predict', 'quantize', 'synth', 'train', 'eval', 'mak
         'eval-bag', 'search', 'latency-profile', 'demo', 'extract-frames'}
 # commands that write files (and take --overwrite); build-engine has its cache + --rebuild,
 # train its run folder + --resume
-WRITERS = {'convert-official', 'export', 'predict', 'quantize', 'synth', 'eval', 'make-bag',
-           'eval-bag', 'search', 'latency-profile', 'demo', 'extract-frames'}
+WRITERS = {'convert-official', 'meta', 'export', 'predict', 'quantize', 'synth', 'eval',
+           'make-bag', 'eval-bag', 'search', 'latency-profile', 'demo', 'extract-frames'}
 # spellings that name a thing the vocabulary names otherwise
 FORBIDDEN = {'--input-size': '--size', '--network-size': '--size', '--force': '--overwrite',
              '--no-progress-bar': '--no-progress', '--quiet': '--no-progress',
@@ -98,7 +98,7 @@ def test_model_positional_or_option_and_required(tmp_path: Path,
 
 def test_help_of_light_commands_imports_no_torch() -> None:
     code = ('import sys\nfrom seg_ros.cli import main\n'
-            "for c in ('models', 'fov', 'convert-official', 'latency-profile'):\n"
+            "for c in ('models', 'fov', 'convert-official', 'meta', 'latency-profile'):\n"
             '    try:\n        main([c, "--help"])\n    except SystemExit:\n        pass\n'
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n")
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,

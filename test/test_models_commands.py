@@ -66,3 +66,40 @@ def test_convert_official_cli_roundtrip(tmp_path: Path) -> None:
         torch.testing.assert_close(model(x), official.eval()(x))
     assert main(['convert-official', 'sfnet-lite', str(src), '--out', str(out),
                  '--overwrite']) == 1
+
+
+def test_meta_shows_and_restamps_the_serving_size(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from seg_ros.metadata import ModelMeta
+    from seg_ros.models.checkpoint import load_checkpoint, save_checkpoint
+    from seg_ros.models.regseg import regseg48
+
+    torch.manual_seed(5)
+    src = tmp_path / 'trained.pt'
+    save_checkpoint(src, regseg48(num_classes=3),
+                    ModelMeta('regseg48', num_classes=3, class_names=['a', 'b', 'c'],
+                              palette=[[0, 0, 0], [1, 2, 3], [4, 5, 6]], input_size=[32, 64]),
+                    extra={'step': 7})
+    assert main(['meta', str(src)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown['input_size'] == [32, 64] and shown['class_names'] == ['a', 'b', 'c']
+
+    out = tmp_path / 'served.pt'
+    assert main(['meta', str(src), '--size', '40x80', '--out', str(out)]) == 0
+    assert 'served at 40x80' in capsys.readouterr().out
+    before, after = load_checkpoint(src), load_checkpoint(out)
+    assert after['meta'].input_size == [40, 80] and before['meta'].input_size == [32, 64]
+    assert after['meta'].class_names == ['a', 'b', 'c'] and after['extra'] == {'step': 7}
+    assert before['state_dict'].keys() == after['state_dict'].keys()
+    for k, v in before['state_dict'].items():
+        assert torch.equal(v, after['state_dict'][k]), k
+
+    # an existing --out, --size without --out, and an ONNX file: one line each, nothing written
+    assert main(['meta', str(src), '--size', '48x96', '--out', str(out)]) == 1
+    assert main(['meta', str(src), '--size', '48x96']) == 1
+    (tmp_path / 'm.onnx').write_bytes(b'not a checkpoint')
+    assert main(['meta', str(tmp_path / 'm.onnx')]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and '--overwrite' in err[0]
+    assert '--size and --out go together' in err[1] and 'not a checkpoint' in err[2]
+    assert load_checkpoint(out)['meta'].input_size == [40, 80]

@@ -105,6 +105,36 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {'meta': meta, 'state_dict': dict(state), 'extra': extra}
 
 
+def restamp_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                       input_size: tuple[int, int]) -> ModelMeta:
+    """Copy a checkpoint with another serving size in its metadata; the weights are unchanged.
+
+    The size a checkpoint stores is the default network input of everything that runs it (the
+    node, ``eval``, ``export``). A fully convolutional model trained on crops runs at other
+    sizes too; this records a size chosen after training (e.g. on validation frames) so that
+    the file runs at it with no option.
+
+    Args:
+        src: seg_ros checkpoint to read.
+        dst: checkpoint to write (atomically; may be ``src``).
+        input_size: (height, width) to store.
+
+    Returns:
+        The metadata written.
+
+    Raises:
+        SegRosError: ``src`` is not a readable seg_ros checkpoint, or the size is not positive.
+    """
+    data = load_checkpoint(src)
+    h, w = (int(input_size[0]), int(input_size[1]))
+    if h < 1 or w < 1:
+        raise SegRosError(f'input size must be positive, got {h}x{w}')
+    meta = ModelMeta.from_dict({**data['meta'].to_dict(), 'input_size': [h, w]})
+    atomic_torch_save({'format': FORMAT, 'meta': meta.to_dict(), 'state_dict': data['state_dict'],
+                       'extra': data['extra']}, dst)
+    return meta
+
+
 def build_model(meta: ModelMeta, state_dict: Mapping[str, torch.Tensor],
                 source: str | os.PathLike[str] = 'checkpoint') -> nn.Module:
     """The eval-mode model ``meta`` describes, holding ``state_dict``.

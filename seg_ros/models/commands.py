@@ -1,4 +1,4 @@
-"""CLI commands of the model zoo: ``models``, ``fov``, ``convert-official``."""
+"""CLI commands of the model zoo: ``models``, ``fov``, ``convert-official``, ``meta``."""
 from __future__ import annotations
 
 import argparse
@@ -205,8 +205,33 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_meta(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p, 'seg_ros checkpoint (.pt)', positional=True, metavar='CHECKPOINT')
+    add_size_argument(p, 'store this serving size (network input HxW) in a copy of the '
+                         'checkpoint written to --out; the weights are unchanged')
+    p.add_argument('--out', default=None, help='checkpoint to write (with --size)')
+    add_overwrite_argument(p, '--out file')
+
+
+def _run_meta(args: argparse.Namespace) -> int:
+    from seg_ros.models.checkpoint import load_checkpoint, restamp_checkpoint
+
+    if (args.size is None) != (args.out is None):
+        raise SegRosError('--size and --out go together: --size HxW --out NEW.pt writes a copy '
+                          'served at HxW')
+    if args.size is None:
+        meta = load_checkpoint(args.model)['meta']
+        print(json.dumps(meta.to_dict(), indent=1))
+        return 0
+    check_output(args.out, args.overwrite)
+    meta = restamp_checkpoint(args.model, args.out, args.size)
+    print(f'wrote {args.out} ({meta.model}, served at {format_size(meta.input_size)})')
+    return 0
+
+
 COMMANDS = {
     'models': (_add_models, _run_models),
     'fov': (_add_fov, _run_fov),
     'convert-official': (_add_convert, _run_convert),
+    'meta': (_add_meta, _run_meta),
 }

@@ -123,13 +123,12 @@ def restamp_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         The metadata written.
 
     Raises:
-        SegRosError: ``src`` is not a readable seg_ros checkpoint, or the size is not positive.
+        SegRosError: ``src`` is not a readable seg_ros checkpoint, or the size is not two
+            sides within ModelMeta's range.
     """
     data = load_checkpoint(src)
-    h, w = (int(input_size[0]), int(input_size[1]))
-    if h < 1 or w < 1:
-        raise SegRosError(f'input size must be positive, got {h}x{w}')
-    meta = ModelMeta.from_dict({**data['meta'].to_dict(), 'input_size': [h, w]})
+    # ModelMeta checks the size (two integer sides within range) like every other field
+    meta = ModelMeta.from_dict({**data['meta'].to_dict(), 'input_size': list(input_size)})
     atomic_torch_save({'format': FORMAT, 'meta': meta.to_dict(), 'state_dict': data['state_dict'],
                        'extra': data['extra']}, dst)
     return meta

@@ -189,9 +189,8 @@ class OpenVinoBackend(Backend):
                 conf = np.array(out[self._conf], copy=True) if confidence else None
                 return ids, conf
             # One frame per request, ``parts`` at a time: a stream holds buffers for the
-            # shapes it runs, so frames of batch 1 keep each stream at a single frame's
-            # activations (4x320x640 fp32 on 2 streams: 252 against 337 MiB as 2 halves of
-            # the batch, at the same speed).
+            # batch size it runs, so single frames keep it at one frame's activations (the
+            # figures are in the class docstring).
             n = batch.shape[0]
             ids_parts: list[np.ndarray] = []
             conf_parts: list[np.ndarray] = []
